@@ -1,0 +1,1 @@
+//! Typed, versioned, length-prefixed messages between the host and the guest agent.

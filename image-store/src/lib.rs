@@ -1,0 +1,1 @@
+//! Content-addressed OCI image store: import, pull, unpack and image configs.

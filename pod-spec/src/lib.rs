@@ -1,0 +1,1 @@
+//! The v1 Pod model: loading, validation, explain and translation to a runtime plan.
