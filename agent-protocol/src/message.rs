@@ -276,7 +276,7 @@ pub enum Message {
         agent: String,
     },
     /// host -> agent: create and start the pod.
-    CreatePod(PodSpec),
+    CreatePod(Box<PodSpec>),
     /// host -> agent: report the pod status.
     GetStatus,
     /// host -> agent: send a signal to a container's first process.

@@ -174,7 +174,10 @@ mod tests {
     #[test]
     fn degenerate_ranges_are_rejected() {
         let mut bus = Bus::new();
-        assert_eq!(bus.insert(5, 0, dev()).unwrap_err(), BusError::ZeroLength(5));
+        assert_eq!(
+            bus.insert(5, 0, dev()).unwrap_err(),
+            BusError::ZeroLength(5)
+        );
         assert!(matches!(
             bus.insert(u64::MAX, 2, dev()),
             Err(BusError::Overflow { .. })

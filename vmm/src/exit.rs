@@ -38,6 +38,9 @@ pub enum VmExit {
     GuestSystemEvent { vcpu: u32, kind: u32 },
     /// A vCPU halted with KVM_EXIT_HLT (only seen without an in-kernel irqchip).
     GuestHalt { vcpu: u32 },
+    /// Every vCPU is halted with interrupts disabled (or was never started): the guest halted
+    /// or powered off without ACPI.
+    GuestStopped,
     /// The host sent this signal (SIGINT or SIGTERM).
     Signal(i32),
     /// A vCPU failed; the text says how.
@@ -51,7 +54,8 @@ impl VmExit {
             VmExit::GuestReset
             | VmExit::GuestShutdownExit { .. }
             | VmExit::GuestSystemEvent { .. }
-            | VmExit::GuestHalt { .. } => ExitStatus::GuestShutdown,
+            | VmExit::GuestHalt { .. }
+            | VmExit::GuestStopped => ExitStatus::GuestShutdown,
             VmExit::Signal(sig) if *sig == libc::SIGINT => ExitStatus::Interrupted,
             VmExit::Signal(_) => ExitStatus::Terminated,
             VmExit::VcpuError { .. } => ExitStatus::VcpuError,
@@ -68,6 +72,7 @@ impl fmt::Display for VmExit {
                 write!(f, "vcpu {vcpu}: guest system event {kind}")
             }
             VmExit::GuestHalt { vcpu } => write!(f, "vcpu {vcpu}: guest halted"),
+            VmExit::GuestStopped => write!(f, "guest halted all its cpus (halt or power-off)"),
             VmExit::Signal(sig) => write!(f, "host signal {sig}"),
             VmExit::VcpuError { vcpu, reason } => write!(f, "vcpu {vcpu} error: {reason}"),
         }
@@ -82,9 +87,13 @@ mod tests {
     fn statuses_are_distinct_and_documented() {
         assert_eq!(VmExit::GuestReset.status().code(), 0);
         assert_eq!(VmExit::GuestShutdownExit { vcpu: 0 }.status().code(), 0);
+        assert_eq!(VmExit::GuestStopped.status().code(), 0);
         assert_eq!(VmExit::Signal(libc::SIGINT).status().code(), 130);
         assert_eq!(VmExit::Signal(libc::SIGTERM).status().code(), 143);
-        let err = VmExit::VcpuError { vcpu: 1, reason: "x".into() };
+        let err = VmExit::VcpuError {
+            vcpu: 1,
+            reason: "x".into(),
+        };
         assert_eq!(err.status().code(), 3);
         assert_eq!(ExitStatus::SetupError.code(), 1);
         assert_eq!(ExitStatus::BadEnvironment.code(), 2);

@@ -13,6 +13,8 @@ pub mod devices;
 pub mod exit;
 pub mod host_check;
 pub mod memory;
+pub mod signals;
 pub mod vcpu;
 pub mod virtio;
+pub mod virtio_devices;
 pub mod vm;

@@ -1,0 +1,153 @@
+//! PID-1 and sandbox duties by mode: the guest's early mounts and power-off, and host mode's
+//! self-unshared sandbox (mount, PID, network, UTS and IPC namespaces, the agent as PID 1).
+
+use std::path::Path;
+
+use nix::mount::MsFlags;
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+
+use crate::sys::{Sys, SysError};
+
+/// Errors of the early setup.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A namespace, fork or signal call failed.
+    #[error("{0}: {1}")]
+    Call(&'static str, nix::Error),
+    /// A mount failed.
+    #[error(transparent)]
+    Sys(#[from] SysError),
+}
+
+/// The guest's early mounts, in order: (source, target, fstype, flags, data).
+pub fn guest_mounts() -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    MsFlags,
+    Option<&'static str>,
+)> {
+    let nse = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    vec![
+        ("proc", "/proc", "proc", nse, None),
+        ("sysfs", "/sys", "sysfs", nse, None),
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        ),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("ptmxmode=0666,mode=0620,gid=5"),
+        ),
+        ("shm", "/dev/shm", "tmpfs", nse, Some("mode=1777")),
+        (
+            "run",
+            "/run",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2", nse, None),
+    ]
+}
+
+/// Mounts the guest's pseudo file systems; failures are logged and skipped (PID 1 goes on).
+pub fn guest_setup(sys: &dyn Sys) {
+    for (src, target, fstype, flags, data) in guest_mounts() {
+        let t = Path::new(target);
+        if let Err(e) = sys.mkdir_all(t) {
+            eprintln!("peapod-agent: {e}");
+        }
+        if let Err(e) = sys.mount(Some(Path::new(src)), t, Some(fstype), flags, data) {
+            eprintln!("peapod-agent: {e}");
+        }
+    }
+}
+
+/// Host mode: unshares the sandbox namespaces and forks; the parent waits and exits with the
+/// sandbox's status (forwarding SIGTERM/SIGINT), the child returns as PID 1 of the new PID
+/// namespace with a private mount tree, `/proc` remounted and `lo` up.
+pub fn host_sandbox(state_dir: &Path, sys: &dyn Sys) -> Result<(), InitError> {
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC,
+    )
+    .map_err(|e| InitError::Call("unshare (host mode needs root)", e))?;
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
+        set.add(s);
+    }
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| InitError::Call("sigprocmask", e))?;
+    // SAFETY: called before any thread is started, so the child is a full copy.
+    match unsafe { fork() }.map_err(|e| InitError::Call("fork", e))? {
+        ForkResult::Parent { child } => loop {
+            match set.wait() {
+                Ok(Signal::SIGCHLD) => {
+                    match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                        Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+                        Ok(WaitStatus::Signaled(_, sig, _)) => std::process::exit(128 + sig as i32),
+                        _ => {}
+                    }
+                }
+                Ok(sig) => {
+                    let _ = kill(child, sig);
+                }
+                Err(_) => {}
+            }
+        },
+        ForkResult::Child => {}
+    }
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&chld), None);
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
+    sys.mount(
+        Some(Path::new("proc")),
+        Path::new("/proc"),
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    sys.mkdir_all(state_dir)?;
+    sys.mount(
+        Some(Path::new("peapod-state")),
+        state_dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    )?;
+    Ok(())
+}
+
+/// Guest mode: flushes file systems and powers the VM off; never returns.
+pub fn poweroff() -> ! {
+    nix::unistd::sync();
+    loop {
+        let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+        eprintln!("peapod-agent: poweroff failed: {e}");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,236 @@
+//! The system-call boundary: mounts, files, cgroup writes and signals behind a trait, so the
+//! mount plan, cgroup and supervision logic have unit tests without root.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+/// A failed system call.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    /// A call failed.
+    #[error("{op} {path}: {source}")]
+    Call {
+        /// Operation.
+        op: &'static str,
+        /// Path or target.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn err(op: &'static str, path: &Path, e: impl Into<std::io::Error>) -> SysError {
+    SysError::Call {
+        op,
+        path: path.display().to_string(),
+        source: e.into(),
+    }
+}
+
+/// System calls the agent's logic needs.
+pub trait Sys: Send + Sync {
+    /// `mount(2)`.
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), SysError>;
+    /// `umount2(2)` with `MNT_DETACH`.
+    fn umount_detach(&self, target: &Path) -> Result<(), SysError>;
+    /// `mkdir -p`.
+    fn mkdir_all(&self, path: &Path) -> Result<(), SysError>;
+    /// Creates an empty file if missing (bind-mount target).
+    fn touch(&self, path: &Path) -> Result<(), SysError>;
+    /// Creates a symlink (existing entries are kept).
+    fn symlink(&self, target: &str, link: &Path) -> Result<(), SysError>;
+    /// Writes a whole file (cgroup knobs).
+    fn write_file(&self, path: &Path, data: &str) -> Result<(), SysError>;
+    /// Reads a whole file.
+    fn read_file(&self, path: &Path) -> Result<String, SysError>;
+    /// Whether a path exists.
+    fn exists(&self, path: &Path) -> bool;
+    /// `rmdir(2)`.
+    fn remove_dir(&self, path: &Path) -> Result<(), SysError>;
+    /// Makes `new_root` the root (pivot_root(".", ".") then detaching the old root).
+    fn pivot_root(&self, new_root: &Path) -> Result<(), SysError>;
+}
+
+/// The real Linux implementation.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinuxSys;
+
+impl Sys for LinuxSys {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), SysError> {
+        mount(source, target, fstype, flags, data).map_err(|e| err("mount", target, e))
+    }
+
+    fn umount_detach(&self, target: &Path) -> Result<(), SysError> {
+        umount2(target, MntFlags::MNT_DETACH).map_err(|e| err("umount", target, e))
+    }
+
+    fn mkdir_all(&self, path: &Path) -> Result<(), SysError> {
+        fs::create_dir_all(path).map_err(|e| err("mkdir", path, e))
+    }
+
+    fn touch(&self, path: &Path) -> Result<(), SysError> {
+        if path.exists() {
+            return Ok(());
+        }
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map(|_| ())
+            .map_err(|e| err("create", path, e))
+    }
+
+    fn symlink(&self, target: &str, link: &Path) -> Result<(), SysError> {
+        if link.symlink_metadata().is_ok() {
+            return Ok(());
+        }
+        symlink(target, link).map_err(|e| err("symlink", link, e))
+    }
+
+    fn write_file(&self, path: &Path, data: &str) -> Result<(), SysError> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| err("open", path, e))?;
+        f.write_all(data.as_bytes())
+            .map_err(|e| err("write", path, e))
+    }
+
+    fn read_file(&self, path: &Path) -> Result<String, SysError> {
+        fs::read_to_string(path).map_err(|e| err("read", path, e))
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn remove_dir(&self, path: &Path) -> Result<(), SysError> {
+        fs::remove_dir(path).map_err(|e| err("rmdir", path, e))
+    }
+
+    fn pivot_root(&self, new_root: &Path) -> Result<(), SysError> {
+        nix::unistd::chdir(new_root).map_err(|e| err("chdir", new_root, e))?;
+        nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", new_root, e))?;
+        umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("umount old root", new_root, e))?;
+        nix::unistd::chdir("/").map_err(|e| err("chdir", Path::new("/"), e))
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! A recording fake for unit tests.
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    /// Records calls; files live in a map.
+    #[derive(Default)]
+    pub struct FakeSys {
+        /// Calls in order, as text.
+        pub calls: Mutex<Vec<String>>,
+        /// File contents.
+        pub files: Mutex<HashMap<PathBuf, String>>,
+    }
+
+    impl FakeSys {
+        /// Calls so far.
+        pub fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+        fn log(&self, s: String) {
+            self.calls.lock().unwrap().push(s);
+        }
+    }
+
+    impl Sys for FakeSys {
+        fn mount(
+            &self,
+            source: Option<&Path>,
+            target: &Path,
+            fstype: Option<&str>,
+            flags: MsFlags,
+            data: Option<&str>,
+        ) -> Result<(), SysError> {
+            self.log(format!(
+                "mount {:?} {} {:?} {:?} {:?}",
+                source,
+                target.display(),
+                fstype,
+                flags,
+                data
+            ));
+            Ok(())
+        }
+        fn umount_detach(&self, target: &Path) -> Result<(), SysError> {
+            self.log(format!("umount {}", target.display()));
+            Ok(())
+        }
+        fn mkdir_all(&self, path: &Path) -> Result<(), SysError> {
+            self.log(format!("mkdir {}", path.display()));
+            Ok(())
+        }
+        fn touch(&self, path: &Path) -> Result<(), SysError> {
+            self.log(format!("touch {}", path.display()));
+            Ok(())
+        }
+        fn symlink(&self, target: &str, link: &Path) -> Result<(), SysError> {
+            self.log(format!("symlink {} {}", target, link.display()));
+            Ok(())
+        }
+        fn write_file(&self, path: &Path, data: &str) -> Result<(), SysError> {
+            self.log(format!("write {} {}", path.display(), data));
+            self.files
+                .lock()
+                .unwrap()
+                .insert(path.to_path_buf(), data.to_string());
+            Ok(())
+        }
+        fn read_file(&self, path: &Path) -> Result<String, SysError> {
+            self.files
+                .lock()
+                .unwrap()
+                .get(path)
+                .cloned()
+                .ok_or_else(|| {
+                    err(
+                        "read",
+                        path,
+                        std::io::Error::from(std::io::ErrorKind::NotFound),
+                    )
+                })
+        }
+        fn exists(&self, path: &Path) -> bool {
+            self.files.lock().unwrap().contains_key(path)
+        }
+        fn remove_dir(&self, path: &Path) -> Result<(), SysError> {
+            self.log(format!("rmdir {}", path.display()));
+            Ok(())
+        }
+        fn pivot_root(&self, new_root: &Path) -> Result<(), SysError> {
+            self.log(format!("pivot_root {}", new_root.display()));
+            Ok(())
+        }
+    }
+}

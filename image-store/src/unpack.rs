@@ -1,0 +1,554 @@
+//! Applies image layers (tar, gzip, zstd) onto a root directory: whiteouts, opaque directories,
+//! links, devices, xattrs, ownership, and refusal of every path that would escape the root.
+//!
+//! Every path is resolved one component at a time inside the root: `..` in an entry name, an
+//! absolute entry name, and a symlinked parent whose target climbs above the root all fail the
+//! layer. Absolute symlink targets are interpreted relative to the root, as the container sees
+//! them. The root is private to the unpacker (a fresh temp dir) while it runs, so the
+//! check-then-use walk has no concurrent writer to race with.
+
+use crate::manifest::Compression;
+use std::collections::{HashSet, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+const MAX_SYMLINKS: usize = 40;
+
+/// Errors while unpacking a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// An entry name or link target leaves the root.
+    #[error("layer entry {0:?} escapes the root filesystem")]
+    Escape(String),
+    /// An absolute entry name.
+    #[error("layer entry {0:?} has an absolute path")]
+    Absolute(String),
+    /// A parent component is not a directory.
+    #[error("layer entry {0:?}: a parent path component is not a directory")]
+    NotADirectory(String),
+    /// Too many symlinks while resolving.
+    #[error("layer entry {0:?}: too many levels of symbolic links")]
+    SymlinkLoop(String),
+    /// A hard link to something missing.
+    #[error("layer entry {entry:?}: hard link target {target:?} does not exist")]
+    MissingLinkTarget {
+        /// The link entry.
+        entry: String,
+        /// Its target.
+        target: String,
+    },
+    /// Reading the archive or writing the tree failed.
+    #[error("unpacking {path:?}: {cause}")]
+    Io {
+        /// Where.
+        path: String,
+        /// Cause.
+        cause: io::Error,
+    },
+}
+
+fn io_err(path: impl AsRef<Path>) -> impl FnOnce(io::Error) -> UnpackError {
+    let path = path.as_ref().display().to_string();
+    move |cause| UnpackError::Io { path, cause }
+}
+
+/// Options for unpacking.
+#[derive(Clone, Copy, Debug)]
+pub struct UnpackOptions {
+    /// Apply tar uid/gid (only effective as root).
+    pub preserve_owner: bool,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        Self {
+            preserve_owner: nix::unistd::geteuid().is_root(),
+        }
+    }
+}
+
+/// Wraps `reader` in the right decompressor.
+pub fn decompressor<'a, R: Read + 'a>(
+    reader: R,
+    compression: Compression,
+) -> io::Result<Box<dyn Read + 'a>> {
+    let mut buf = BufReader::new(reader);
+    let kind = match compression {
+        Compression::Sniff => {
+            let head = buf.fill_buf()?;
+            if head.starts_with(&[0x1f, 0x8b]) {
+                Compression::Gzip
+            } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                Compression::Zstd
+            } else {
+                Compression::None
+            }
+        }
+        other => other,
+    };
+    Ok(match kind {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buf)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buf)?),
+        Compression::None | Compression::Sniff => Box::new(buf),
+    })
+}
+
+/// Applies one layer onto `root`.
+pub fn apply_layer<R: Read>(
+    root: &Path,
+    layer: R,
+    compression: Compression,
+    opts: UnpackOptions,
+) -> Result<(), UnpackError> {
+    let reader = decompressor(layer, compression).map_err(io_err("layer"))?;
+    let mut archive = tar::Archive::new(reader);
+    let mut layer = Layer {
+        root,
+        opts,
+        written: HashSet::new(),
+        dir_modes: Vec::new(),
+    };
+    for entry in archive.entries().map_err(io_err("layer"))? {
+        let entry = entry.map_err(io_err("layer"))?;
+        layer.apply_entry(entry)?;
+    }
+    // Directory modes last, so read-only directories do not block their own children.
+    for (path, mode, mtime) in layer.dir_modes.into_iter().rev() {
+        let full = root.join(&path);
+        fs::set_permissions(&full, fs::Permissions::from_mode(mode)).map_err(io_err(&full))?;
+        let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
+        filetime::set_symlink_file_times(&full, t, t).map_err(io_err(&full))?;
+    }
+    Ok(())
+}
+
+/// Splits an entry name into normal components, refusing `..` and absolute names.
+fn clean_components(name: &Path) -> Result<Vec<OsString>, UnpackError> {
+    let shown = || name.display().to_string();
+    let mut out = Vec::new();
+    for c in name.components() {
+        match c {
+            Component::Normal(s) => out.push(s.to_os_string()),
+            Component::CurDir => {}
+            Component::ParentDir => return Err(UnpackError::Escape(shown())),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(UnpackError::Absolute(shown()))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves directory components inside `root`, following symlinks only within it.
+/// Returns the real relative path (no symlinks). Missing directories are created (0755).
+fn resolve_dir(root: &Path, comps: &[OsString], entry: &str) -> Result<PathBuf, UnpackError> {
+    let mut stack: Vec<OsString> = Vec::new();
+    let mut pending: VecDeque<OsString> = comps.iter().cloned().collect();
+    let mut links = 0;
+    while let Some(c) = pending.pop_front() {
+        if c == OsStr::new("..") {
+            if stack.pop().is_none() {
+                return Err(UnpackError::Escape(entry.to_string()));
+            }
+            continue;
+        }
+        if c.is_empty() || c == OsStr::new(".") {
+            continue;
+        }
+        let mut candidate: PathBuf = root.to_path_buf();
+        candidate.extend(stack.iter());
+        candidate.push(&c);
+        match fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(UnpackError::SymlinkLoop(entry.to_string()));
+                }
+                let target = fs::read_link(&candidate).map_err(io_err(&candidate))?;
+                if target.is_absolute() {
+                    stack.clear();
+                }
+                let mut new_front: Vec<OsString> = Vec::new();
+                for tc in target.components() {
+                    match tc {
+                        Component::Normal(s) => new_front.push(s.to_os_string()),
+                        Component::ParentDir => new_front.push(OsString::from("..")),
+                        _ => {}
+                    }
+                }
+                for tc in new_front.into_iter().rev() {
+                    pending.push_front(tc);
+                }
+            }
+            Ok(m) if m.is_dir() => stack.push(c),
+            Ok(_) => return Err(UnpackError::NotADirectory(entry.to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&candidate).map_err(io_err(&candidate))?;
+                stack.push(c);
+            }
+            Err(e) => return Err(io_err(&candidate)(e)),
+        }
+    }
+    Ok(stack.iter().collect())
+}
+
+/// Removes whatever is at `path` (file, link or whole directory); absent is fine.
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+struct Layer<'a> {
+    root: &'a Path,
+    opts: UnpackOptions,
+    /// Relative real paths this layer created (protects them from its own opaque markers).
+    written: HashSet<PathBuf>,
+    dir_modes: Vec<(PathBuf, u32, u64)>,
+}
+
+impl Layer<'_> {
+    fn apply_entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
+        let raw_name = entry.path().map_err(io_err("entry name"))?.into_owned();
+        let shown = raw_name.display().to_string();
+        let mut comps = clean_components(&raw_name)?;
+        let Some(base) = comps.pop() else {
+            return Ok(()); // the root itself ("./")
+        };
+        let parent = resolve_dir(self.root, &comps, &shown)?;
+        let base_str = base.to_string_lossy();
+        if base_str == OPAQUE {
+            return self.opaque(&parent);
+        }
+        if let Some(hidden) = base_str.strip_prefix(WHITEOUT_PREFIX) {
+            if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
+                return Err(UnpackError::Escape(shown));
+            }
+            let target = self.root.join(&parent).join(hidden);
+            return remove_any(&target).map_err(io_err(&target));
+        }
+        let rel = parent.join(&base);
+        let full = self.root.join(&rel);
+        let header = entry.header().clone();
+        let mode = header.mode().map_err(io_err(&shown))? & 0o7777;
+        let mtime = header.mtime().unwrap_or(0);
+        let kind = header.entry_type();
+        let existing = fs::symlink_metadata(&full).ok();
+        if kind.is_dir() {
+            match existing {
+                Some(m) if m.is_dir() => {}
+                Some(_) => {
+                    remove_any(&full).map_err(io_err(&full))?;
+                    fs::create_dir(&full).map_err(io_err(&full))?;
+                }
+                None => fs::create_dir(&full).map_err(io_err(&full))?,
+            }
+        } else if existing.is_some() {
+            remove_any(&full).map_err(io_err(&full))?;
+        }
+        match kind {
+            tar::EntryType::Directory => {}
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&full)
+                    .map_err(io_err(&full))?;
+                io::copy(&mut entry, &mut f).map_err(io_err(&full))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(io_err(&full))?
+                    .ok_or_else(|| UnpackError::Escape(shown.clone()))?
+                    .into_owned();
+                // The symlink itself is harmless: every later use resolves inside the root.
+                symlink(&target, &full).map_err(io_err(&full))?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(io_err(&full))?
+                    .ok_or_else(|| UnpackError::Escape(shown.clone()))?
+                    .into_owned();
+                let tshown = target.display().to_string();
+                let mut tcomps = clean_components(&target)
+                    .map_err(|_| UnpackError::Escape(format!("{shown} -> {tshown}")))?;
+                let tbase = tcomps
+                    .pop()
+                    .ok_or_else(|| UnpackError::Escape(shown.clone()))?;
+                let tparent = resolve_dir(self.root, &tcomps, &tshown)?;
+                let tfull = self.root.join(tparent).join(tbase);
+                if fs::symlink_metadata(&tfull).is_err() {
+                    return Err(UnpackError::MissingLinkTarget {
+                        entry: shown,
+                        target: tshown,
+                    });
+                }
+                fs::hard_link(&tfull, &full).map_err(io_err(&full))?;
+                self.written.insert(rel);
+                return Ok(()); // a hard link shares the target's inode metadata
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                if !self.make_node(&header, kind, &full, mode)? {
+                    return Ok(());
+                }
+            }
+            other => {
+                tracing::warn!("skipping layer entry {shown:?} of unsupported type {other:?}");
+                return Ok(());
+            }
+        }
+        self.written.insert(rel.clone());
+        self.set_xattrs(&mut entry, &full);
+        if self.opts.preserve_owner {
+            let uid = header.uid().unwrap_or(0) as u32;
+            let gid = header.gid().unwrap_or(0) as u32;
+            std::os::unix::fs::lchown(&full, Some(uid), Some(gid)).map_err(io_err(&full))?;
+        }
+        if kind.is_dir() {
+            self.dir_modes.push((rel, mode, mtime));
+        } else if !kind.is_symlink() {
+            // After chown, which clears set-id bits.
+            fs::set_permissions(&full, fs::Permissions::from_mode(mode)).map_err(io_err(&full))?;
+        }
+        if !kind.is_dir() {
+            let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
+            filetime::set_symlink_file_times(&full, t, t).map_err(io_err(&full))?;
+        }
+        Ok(())
+    }
+
+    /// Creates a device node or fifo; returns false when skipped for lack of privilege.
+    fn make_node(
+        &self,
+        header: &tar::Header,
+        kind: tar::EntryType,
+        full: &Path,
+        mode: u32,
+    ) -> Result<bool, UnpackError> {
+        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        let sflag = match kind {
+            tar::EntryType::Char => SFlag::S_IFCHR,
+            tar::EntryType::Block => SFlag::S_IFBLK,
+            _ => SFlag::S_IFIFO,
+        };
+        let major = header.device_major().ok().flatten().unwrap_or(0) as u64;
+        let minor = header.device_minor().ok().flatten().unwrap_or(0) as u64;
+        let perm = Mode::from_bits_truncate(mode & 0o777);
+        match mknod(full, sflag, perm, makedev(major, minor)) {
+            Ok(()) => Ok(true),
+            Err(nix::errno::Errno::EPERM) => {
+                tracing::warn!("skipping device node {} (not permitted)", full.display());
+                Ok(false)
+            }
+            Err(e) => Err(io_err(full)(io::Error::from(e))),
+        }
+    }
+
+    fn set_xattrs<R: Read>(&self, entry: &mut tar::Entry<'_, R>, full: &Path) {
+        let Ok(Some(exts)) = entry.pax_extensions() else {
+            return;
+        };
+        for ext in exts.flatten() {
+            let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+                continue;
+            };
+            let name = OsStr::from_bytes(name);
+            if let Err(e) = xattr::set(full, name, ext.value_bytes()) {
+                tracing::warn!("cannot set xattr {name:?} on {}: {e}", full.display());
+            }
+        }
+    }
+
+    /// Empties `dir` of everything lower layers put there (this layer's entries stay).
+    fn opaque(&mut self, dir: &Path) -> Result<(), UnpackError> {
+        let full = self.root.join(dir);
+        let entries = fs::read_dir(&full).map_err(io_err(&full))?;
+        for e in entries {
+            let e = e.map_err(io_err(&full))?;
+            let rel = dir.join(e.file_name());
+            if self.written.contains(&rel) {
+                if e.file_type().map_err(io_err(&full))?.is_dir() {
+                    self.opaque(&rel)?;
+                }
+            } else {
+                let p = self.root.join(&rel);
+                remove_any(&p).map_err(io_err(&p))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        b.into_inner().unwrap()
+    }
+
+    fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+
+    fn raw_name_file(path: &str, data: &[u8]) -> Vec<u8> {
+        // tar::Builder refuses `..`; write the header name bytes directly.
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        out.extend_from_slice(data);
+        out.resize(512 + data.len().div_ceil(512) * 512, 0);
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
+
+    fn link(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, path: &str, target: &str) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_entry_type(kind);
+        b.append_link(&mut h, path, target).unwrap();
+    }
+
+    fn opts() -> UnpackOptions {
+        UnpackOptions {
+            preserve_owner: false,
+        }
+    }
+
+    #[test]
+    fn dotdot_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let inner = root.path().join("r");
+        fs::create_dir(&inner).unwrap();
+        let err = apply_layer(
+            &inner,
+            &raw_name_file("../../etc/passwd", b"x")[..],
+            Compression::None,
+            opts(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, UnpackError::Escape(_)), "{err}");
+        let err = apply_layer(
+            &inner,
+            &raw_name_file("/etc/passwd", b"x")[..],
+            Compression::None,
+            opts(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, UnpackError::Absolute(_)), "{err}");
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn symlink_parent_cannot_escape() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("outside");
+        let inner = root.path().join("r");
+        fs::create_dir_all(&outside).unwrap();
+        fs::create_dir(&inner).unwrap();
+        // Relative climb: refused.
+        let l = layer(|b| {
+            link(b, tar::EntryType::Symlink, "evil", "../../outside");
+            file(b, "evil/pwned", b"x");
+        });
+        assert!(matches!(
+            apply_layer(&inner, &l[..], Compression::None, opts()).unwrap_err(),
+            UnpackError::Escape(_)
+        ));
+        // Absolute target: stays inside the root.
+        let l = layer(|b| {
+            link(b, tar::EntryType::Symlink, "abs", "/etc");
+            file(b, "abs/passwd", b"root:x:0:0::/root:/bin/sh\n");
+        });
+        apply_layer(&inner, &l[..], Compression::None, opts()).unwrap();
+        assert!(inner.join("etc/passwd").is_file());
+        // Hard link to outside: refused.
+        let l = layer(|b| link(b, tar::EntryType::Link, "hl", "../outside/x"));
+        assert!(apply_layer(&inner, &l[..], Compression::None, opts()).is_err());
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn whiteouts_across_three_layers_and_links() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let l1 = layer(|b| {
+            file(b, "a/keep", b"1");
+            file(b, "a/gone", b"1");
+            file(b, "o/lower1", b"1");
+            file(b, "o/sub/lower2", b"1");
+            file(b, "top", b"1");
+        });
+        let l2 = layer(|b| {
+            file(b, "a/.wh.gone", b"");
+            file(b, "a/new", b"2");
+            file(b, "o/mid", b"2");
+            link(b, tar::EntryType::Symlink, "s", "a/keep");
+            link(b, tar::EntryType::Link, "h", "a/keep");
+        });
+        let l3 = layer(|b| {
+            file(b, "o/.wh..wh..opq", b"");
+            file(b, "o/upper", b"3");
+            file(b, ".wh.top", b"");
+            file(b, "a/gone", b"3");
+        });
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut gz, &l2).unwrap();
+        let l2gz = gz.finish().unwrap();
+        let l3z = zstd::encode_all(&l3[..], 1).unwrap();
+        apply_layer(r, &l1[..], Compression::None, opts()).unwrap();
+        apply_layer(r, &l2gz[..], Compression::Sniff, opts()).unwrap();
+        apply_layer(r, &l3z[..], Compression::Zstd, opts()).unwrap();
+        let mut names: Vec<String> = walk(r);
+        names.sort();
+        assert_eq!(
+            names,
+            vec!["a", "a/gone", "a/keep", "a/new", "h", "o", "o/upper", "s"]
+        );
+        assert_eq!(fs::read(r.join("a/gone")).unwrap(), b"3");
+        assert_eq!(fs::read_link(r.join("s")).unwrap(), Path::new("a/keep"));
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            fs::metadata(r.join("h")).unwrap().ino(),
+            fs::metadata(r.join("a/keep")).unwrap().ino()
+        );
+    }
+
+    fn walk(r: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            for e in fs::read_dir(r.join(&rel)).unwrap() {
+                let e = e.unwrap();
+                let p = rel.join(e.file_name());
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(p.clone());
+                }
+                out.push(p.display().to_string());
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,9 @@
+//! x86_64 guest setup: memory layout, kernel boot parameters, CPUID, MSRs, registers, LAPIC.
+
+pub mod boot;
+pub mod cpuid;
+pub mod lapic;
+pub mod layout;
+pub mod mptable;
+pub mod msrs;
+pub mod regs;

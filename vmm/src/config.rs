@@ -1,0 +1,42 @@
+//! The description of one microVM: kernel, initramfs, command line, vCPUs, memory, devices.
+
+use std::path::PathBuf;
+
+/// Where the guest serial console goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleTarget {
+    /// The VMM's stdout.
+    Stdout,
+    /// A file, created or truncated.
+    File(PathBuf),
+}
+
+/// A hybrid vsock device (guest CID plus the host Unix socket path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    /// The guest's context ID (3 or more).
+    pub guest_cid: u64,
+    /// Host-side Unix socket of the hybrid vsock.
+    pub uds_path: PathBuf,
+}
+
+/// Everything needed to build a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Uncompressed ELF kernel (`vmlinux`).
+    pub kernel: PathBuf,
+    /// Optional initramfs.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line; None means [`crate::cmdline::DEFAULT_CMDLINE`].
+    pub cmdline: Option<String>,
+    /// Number of vCPUs (1 to 32).
+    pub vcpus: u8,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    /// Optional vsock device.
+    pub vsock: Option<VsockConfig>,
+    /// Serial console destination.
+    pub console: ConsoleTarget,
+    /// Print `peapod-vmm: timing setup_us=...` before the first KVM_RUN.
+    pub timing: bool,
+}

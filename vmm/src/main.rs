@@ -1,0 +1,205 @@
+//! `peapod-vmm`: boots one microVM from a kernel (and optional initramfs) and runs it until the
+//! guest powers off, the host signals it, or a vCPU fails; the exit status says which.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use vmm::config::{ConsoleTarget, VmConfig, VsockConfig};
+use vmm::exit::ExitStatus;
+use vmm::host_check::HostCheck;
+use vmm::vm::Vm;
+
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0    the guest powered off or rebooted (i8042 reset, KVM shutdown or system event)
+  1    setup error (invalid arguments, unreadable kernel or initramfs, KVM ioctl failure)
+  2    bad environment: /dev/kvm missing, not accessible, or the PVM software hypervisor
+  3    a vCPU failed (KVM_EXIT_INTERNAL_ERROR / emulation failure, FAIL_ENTRY, KVM_RUN error)
+  130  stopped by SIGINT
+  143  stopped by SIGTERM
+
+Environment:
+  PEAPOD_VMM_TIMING=1  print `peapod-vmm: timing setup_us=N` to stderr, N being the
+                       microseconds from the start of main() to the first KVM_RUN";
+
+/// Command line of `peapod-vmm`.
+#[derive(Debug, Parser)]
+#[command(name = "peapod-vmm", version, about = "Run one KVM microVM", after_help = EXIT_STATUS_HELP)]
+struct Cli {
+    /// Uncompressed ELF guest kernel (vmlinux).
+    #[arg(long, value_name = "PATH")]
+    kernel: PathBuf,
+    /// Initramfs (cpio archive, optionally compressed).
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line, replacing the default microVM one; virtio-mmio device entries are
+    /// appended automatically.
+    #[arg(long, value_name = "STR")]
+    cmdline: Option<String>,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=32))]
+    vcpus: u8,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(16..))]
+    memory_mib: u64,
+    /// Host Unix socket of a hybrid virtio-vsock device (no vsock device without it).
+    #[arg(long, value_name = "PATH")]
+    vsock_uds: Option<PathBuf>,
+    /// Guest context ID of the vsock device.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=0xffff_fffe))]
+    vsock_cid: u64,
+    /// Where the guest serial console goes: a file path, or `-` for stdout.
+    #[arg(long, value_name = "PATH|-", default_value = "-")]
+    console: String,
+    /// Accept a /dev/kvm served by the PVM software hypervisor (standard guests cannot boot
+    /// there: only for measuring host-side setup cost).
+    #[arg(long)]
+    allow_pvm: bool,
+}
+
+impl Cli {
+    fn into_config(self, timing: bool) -> VmConfig {
+        VmConfig {
+            kernel: self.kernel,
+            initrd: self.initrd,
+            cmdline: self.cmdline,
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            vsock: self.vsock_uds.map(|uds_path| VsockConfig {
+                guest_cid: self.vsock_cid,
+                uds_path,
+            }),
+            console: if self.console == "-" {
+                ConsoleTarget::Stdout
+            } else {
+                ConsoleTarget::File(PathBuf::from(self.console))
+            },
+            timing,
+        }
+    }
+}
+
+fn exit(status: ExitStatus) -> ExitCode {
+    ExitCode::from(status.code() as u8)
+}
+
+fn main() -> ExitCode {
+    let start = Instant::now();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let is_error = e.use_stderr();
+            // Printing help or an error to a closed stream is not worth failing over.
+            let _ = e.print();
+            return if is_error {
+                exit(ExitStatus::SetupError)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let check = HostCheck {
+        allow_pvm: cli.allow_pvm,
+        ..HostCheck::default()
+    };
+    let timing = std::env::var("PEAPOD_VMM_TIMING").is_ok_and(|v| v == "1");
+    let config = cli.into_config(timing);
+    let kvm = match check.run() {
+        Ok(kvm) => kvm,
+        Err(e) => {
+            eprintln!("peapod-vmm: {e}");
+            return exit(ExitStatus::BadEnvironment);
+        }
+    };
+    let vm = match Vm::build(&config, kvm, start) {
+        Ok(vm) => vm,
+        Err(e) => {
+            eprintln!("peapod-vmm: setup failed: {e}");
+            return exit(ExitStatus::SetupError);
+        }
+    };
+    match vm.run() {
+        Ok(reason) => {
+            let status = reason.status();
+            if status != ExitStatus::GuestShutdown {
+                eprintln!("peapod-vmm: stopped: {reason}");
+            }
+            exit(status)
+        }
+        Err(e) => {
+            eprintln!("peapod-vmm: {e}");
+            exit(ExitStatus::SetupError)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("peapod-vmm").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&["--kernel", "vmlinux"]).unwrap().into_config(false);
+        assert_eq!(c.vcpus, 1);
+        assert_eq!(c.memory_mib, 128);
+        assert_eq!(c.console, ConsoleTarget::Stdout);
+        assert_eq!(c.vsock, None);
+        assert_eq!(c.cmdline, None);
+    }
+
+    #[test]
+    fn all_options() {
+        let c = parse(&[
+            "--kernel",
+            "k",
+            "--initrd",
+            "i",
+            "--cmdline",
+            "console=ttyS0",
+            "--vcpus",
+            "2",
+            "--memory-mib",
+            "512",
+            "--vsock-uds",
+            "/tmp/v.sock",
+            "--vsock-cid",
+            "7",
+            "--console",
+            "/tmp/con",
+        ])
+        .unwrap()
+        .into_config(true);
+        assert_eq!(c.initrd, Some(PathBuf::from("i")));
+        assert_eq!(c.vcpus, 2);
+        assert_eq!(c.memory_mib, 512);
+        assert_eq!(
+            c.vsock,
+            Some(VsockConfig {
+                guest_cid: 7,
+                uds_path: PathBuf::from("/tmp/v.sock")
+            })
+        );
+        assert_eq!(c.console, ConsoleTarget::File(PathBuf::from("/tmp/con")));
+        assert!(c.timing);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(parse(&[]).is_err(), "kernel is required");
+        assert!(parse(&["--kernel", "k", "--vcpus", "0"]).is_err());
+        assert!(parse(&["--kernel", "k", "--vcpus", "x"]).is_err());
+        assert!(parse(&["--kernel", "k", "--vcpus", "33"]).is_err());
+        assert!(parse(&["--kernel", "k", "--memory-mib", "8"]).is_err());
+        assert!(parse(&["--kernel", "k", "--vsock-cid", "2"]).is_err());
+        assert!(parse(&["--kernel", "k", "--bogus"]).is_err());
+        let help = parse(&["--help"]).unwrap_err();
+        assert!(!help.use_stderr());
+        assert!(help.to_string().contains("143  stopped by SIGTERM"));
+    }
+}
