@@ -9,7 +9,7 @@ PACKAGES=(
   # the emulated KVM test host and the guest images
   qemu-system-x86 busybox-static
   # image store tests: a real registry on loopback, populated with skopeo
-  docker-registry skopeo apache2-utils
+  docker-registry skopeo pkg-config
   # misc tools the scripts use
   iproute2 util-linux e2fsprogs
 )

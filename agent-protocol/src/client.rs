@@ -107,6 +107,18 @@ impl<S: Read + Write> ControlClient<S> {
         })
     }
 
+    /// Stops one container (SIGTERM, SIGKILL after the grace period) and waits for its exit.
+    pub fn stop_container(
+        &mut self,
+        container: &str,
+        grace_seconds: Option<u32>,
+    ) -> Result<(), ClientError> {
+        self.expect_ok(&Message::StopContainer {
+            name: container.to_string(),
+            grace_seconds,
+        })
+    }
+
     /// Stops and removes every container of the pod.
     pub fn stop_pod(&mut self, grace_seconds: Option<u32>) -> Result<(), ClientError> {
         self.expect_ok(&Message::StopPod { grace_seconds })

@@ -3,7 +3,7 @@
 use std::io::{self, Read, Write};
 
 use crate::limits::MAX_FRAME_LEN;
-use crate::message::{Message, ValidationError};
+use crate::message::{LogRecord, Message, ValidationError};
 use crate::PROTOCOL_VERSION;
 
 /// Magic bytes at the start of every connection, in both directions.
@@ -75,16 +75,9 @@ pub fn read_preamble(r: &mut impl Read) -> Result<(), FrameError> {
 
 /// Encodes a message into a complete frame (length prefix included).
 pub fn encode_frame(msg: &Message) -> Result<Vec<u8>, FrameError> {
-    let mut buf = vec![0u8; 4];
-    let out = postcard::to_extend(msg, buf).map_err(|e| FrameError::Decode(e.to_string()))?;
-    buf = out;
-    let len = buf.len() - 4;
-    if len > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge(len));
-    }
-    let prefix = u32::try_from(len).map_err(|_| FrameError::TooLarge(len))?;
-    buf[..4].copy_from_slice(&prefix.to_be_bytes());
-    Ok(buf)
+    let buf =
+        postcard::to_extend(msg, vec![0u8; 4]).map_err(|e| FrameError::Decode(e.to_string()))?;
+    finish_frame(buf)
 }
 
 /// Writes one message as a frame.
@@ -131,4 +124,78 @@ fn read_exact_or(r: &mut impl Read, buf: &mut [u8], at_boundary: bool) -> Result
         }
     }
     Ok(())
+}
+
+/// Variant index of [`Message::Logs`] in the postcard encoding (checked by a test).
+const LOGS_VARIANT: u32 = 12;
+
+struct Records<'a, R>(&'a [R]);
+
+impl<R: AsRef<LogRecord>> serde::Serialize for Records<'_, R> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(AsRef::as_ref))
+    }
+}
+
+struct LogsRef<'a, R>(&'a [R]);
+
+impl<R: AsRef<LogRecord>> serde::Serialize for LogsRef<'_, R> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_newtype_variant("Message", LOGS_VARIANT, "Logs", &Records(self.0))
+    }
+}
+
+/// Encodes a `Message::Logs` frame from shared records without cloning them; the bytes are
+/// identical to `encode_frame(&Message::Logs(..))`.
+pub fn encode_logs_frame<R: AsRef<LogRecord>>(records: &[R]) -> Result<Vec<u8>, FrameError> {
+    let cap = 16
+        + records
+            .iter()
+            .map(|r| r.as_ref().data.len() + 24)
+            .sum::<usize>();
+    let mut buf = Vec::with_capacity(cap);
+    buf.extend_from_slice(&[0u8; 4]);
+    let buf = postcard::to_extend(&LogsRef(records), buf)
+        .map_err(|e| FrameError::Decode(e.to_string()))?;
+    finish_frame(buf)
+}
+
+fn finish_frame(mut buf: Vec<u8>) -> Result<Vec<u8>, FrameError> {
+    let len = buf.len() - 4;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge(len));
+    }
+    let prefix = u32::try_from(len).map_err(|_| FrameError::TooLarge(len))?;
+    buf[..4].copy_from_slice(&prefix.to_be_bytes());
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::StreamKind;
+    use std::sync::Arc;
+
+    #[test]
+    fn borrowed_log_frames_match_owned_ones() {
+        let recs = vec![
+            LogRecord {
+                ts_ns: 5,
+                stream: StreamKind::Stdout,
+                partial: false,
+                data: b"abc".to_vec(),
+            },
+            LogRecord {
+                ts_ns: -1,
+                stream: StreamKind::Stderr,
+                partial: true,
+                data: vec![0; 300],
+            },
+        ];
+        let shared: Vec<Arc<LogRecord>> = recs.iter().cloned().map(Arc::new).collect();
+        assert_eq!(
+            encode_logs_frame(&shared).unwrap(),
+            encode_frame(&Message::Logs(recs)).unwrap()
+        );
+    }
 }

@@ -349,6 +349,14 @@ pub enum Message {
         /// Signal that killed it.
         signal: Option<i32>,
     },
+    /// host -> agent: SIGTERM a container's first process, SIGKILL after the grace period;
+    /// answered once it exited. The restart policy then applies as for any exit.
+    StopContainer {
+        /// Container.
+        name: String,
+        /// Override of the pod's grace period.
+        grace_seconds: Option<u32>,
+    },
 }
 
 /// A decoded message broke a bound.
@@ -589,7 +597,9 @@ impl Message {
             Message::Hello(StreamTarget::Exec(e)) => e.validate(),
             Message::HelloOk { agent } => s("agent", agent, MAX_NAME),
             Message::CreatePod(p) => p.validate(),
-            Message::KillContainer { name: c, .. } => name("container name", c),
+            Message::KillContainer { name: c, .. } | Message::StopContainer { name: c, .. } => {
+                name("container name", c)
+            }
             Message::Status(st) => st.validate(),
             Message::Error { message, .. } => s("message", message, MAX_MESSAGE),
             Message::Logs(records) => {

@@ -151,6 +151,10 @@ fn every_message() -> Vec<Message> {
             code: 130,
             signal: Some(2),
         },
+        Message::StopContainer {
+            name: "app".into(),
+            grace_seconds: Some(1),
+        },
     ]
 }
 

@@ -136,7 +136,14 @@ impl PodCgroup {
         sys.mkdir_all(&dir)?;
         for (controller, file, value) in limit_writes(res) {
             if self.controllers.iter().any(|c| c == controller) {
-                sys.write_file(&dir.join(file), &value)?;
+                match sys.write_file(&dir.join(file), &value) {
+                    Ok(()) => {}
+                    // Kernels without swap accounting have no memory.swap.max.
+                    Err(e) if file == "memory.swap.max" => {
+                        eprintln!("peapod-agent: warning: {e}");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             } else {
                 eprintln!(
                     "peapod-agent: warning: {controller} controller missing, {file}={value} not applied to {name}"

@@ -511,6 +511,30 @@ impl Pod {
         kill(Pid::from_raw(pid), sig).map_err(PodError::Signal)
     }
 
+    /// SIGTERM to one container, SIGKILL after the grace period; returns once it exited.
+    pub fn stop_container(&self, name: &str, grace: Option<u32>) -> Result<(), PodError> {
+        let c = self.container(name)?;
+        let pid = c
+            .state()
+            .pid
+            .ok_or_else(|| PodError::NotRunning(name.into()))?;
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let grace = grace.unwrap_or(self.spec.termination_grace_seconds);
+        let end = Instant::now() + Duration::from_secs(u64::from(grace));
+        let exited = || c.state().pid != Some(pid);
+        while Instant::now() < end && !exited() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !exited() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let end = Instant::now() + Duration::from_secs(10);
+            while !exited() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Ok(())
+    }
+
     /// The pod status.
     pub fn status(&self) -> PodStatus {
         let f = self.flags();

@@ -5,7 +5,9 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use agent_protocol::frame::{read_frame, read_preamble, write_frame, write_preamble, FrameError};
+use agent_protocol::frame::{
+    encode_logs_frame, read_frame, read_preamble, write_frame, write_preamble, FrameError,
+};
 use agent_protocol::limits::{MAX_FRAME_LEN, MAX_LOG_RECORDS};
 use agent_protocol::{ErrorKind, ExecSpec, LogsRequest, Message, StreamTarget};
 
@@ -102,6 +104,16 @@ impl Agent {
                 },
                 Err(m) => m,
             },
+            Message::StopContainer {
+                name,
+                grace_seconds,
+            } => match self.current() {
+                Ok(p) => match p.stop_container(&name, grace_seconds) {
+                    Ok(()) => Message::Ok,
+                    Err(e) => pod_error(e),
+                },
+                Err(m) => m,
+            },
             Message::StopPod { grace_seconds } => {
                 self.stop_pod(grace_seconds);
                 Message::Ok
@@ -190,8 +202,8 @@ impl Agent {
         loop {
             match q.next(MAX_LOG_RECORDS, MAX_FRAME_LEN / 2, Duration::from_secs(5)) {
                 ReaderItem::Records(r) => {
-                    let recs = r.iter().map(|r| (**r).clone()).collect();
-                    write_frame(&mut conn, &Message::Logs(recs))?;
+                    let frame = encode_logs_frame(&r)?;
+                    conn.write_all(&frame)?;
                 }
                 ReaderItem::Dropped(n) => {
                     write_frame(&mut conn, &Message::LogsDropped { records: n })?

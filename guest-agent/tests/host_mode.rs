@@ -354,3 +354,127 @@ fn garbage_and_wrong_versions_do_not_hurt_the_agent() {
     assert!(ctl.kill("nope", 15).is_err());
     ctl.ping().unwrap();
 }
+
+#[test]
+fn active_deadline_fails_the_pod() {
+    let a = Agent::start();
+    let mut p = pod("deadline", vec![a.container("app", "exec sleep 27182")]);
+    p.active_deadline_seconds = Some(1);
+    p.termination_grace_seconds = 0;
+    a.control().create_pod(&p).unwrap();
+    let s = a.wait_status("deadline", T, |s| s.phase == PodPhase::Failed);
+    assert_eq!(s.reason.as_deref(), Some("DeadlineExceeded"));
+    let s = a.wait_status("container terminated", T, |s| {
+        matches!(s.containers[0].state, ContainerState::Terminated { .. })
+    });
+    match &s.containers[0].state {
+        ContainerState::Terminated { signal, .. } => assert_eq!(*signal, Some(9)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.containers[0].restart_count, 0,
+        "no restart after the deadline"
+    );
+}
+
+#[test]
+fn never_and_on_failure_policies_settle_the_phase() {
+    let a = Agent::start();
+    let mut p = pod(
+        "never",
+        vec![a.container("ok", "echo fine"), a.container("bad", "exit 4")],
+    );
+    p.restart_policy = RestartPolicy::Never;
+    a.control().create_pod(&p).unwrap();
+    let s = a.wait_status("failed", T, |s| s.phase == PodPhase::Failed);
+    assert_eq!(s.containers.iter().map(|c| c.restart_count).sum::<u32>(), 0);
+    a.control().stop_pod(Some(0)).unwrap();
+    let mut p = pod("onfailure", vec![a.container("ok", "exit 0")]);
+    p.restart_policy = RestartPolicy::OnFailure;
+    a.control().create_pod(&p).unwrap();
+    let s = a.wait_status("succeeded", T, |s| s.phase == PodPhase::Succeeded);
+    match &s.containers[0].state {
+        ContainerState::Terminated { reason, .. } => assert_eq!(reason, "Completed"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn sigterm_stops_the_pod_and_the_agent() {
+    let mut a = Agent::start();
+    a.control()
+        .create_pod(&pod("term", vec![a.container("app", "exec sleep 16180")]))
+        .unwrap();
+    a.wait_status("running", T, |s| running(s, "app"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = a.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < T, "agent did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+    let left = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("16180"))
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn kill_and_stop_a_single_container() {
+    let a = Agent::start();
+    let mut p = pod(
+        "signals",
+        vec![
+            a.container(
+                "polite",
+                "trap 'echo got-term; exit 0' TERM; while true; do sleep 0.05; done",
+            ),
+            a.container("stubborn", "exec sleep 14142"),
+        ],
+    );
+    p.restart_policy = RestartPolicy::Never;
+    a.control().create_pod(&p).unwrap();
+    a.wait_status("running", T, |s| {
+        running(s, "polite") && running(s, "stubborn")
+    });
+    // Let the shell install its trap.
+    a.wait_status("settled", T, |_| true);
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = std::time::Instant::now();
+    a.control().stop_container("polite", Some(10)).unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "polite container ignored SIGTERM"
+    );
+    assert!(a.logs("polite").contains("got-term"));
+    // PID 1 without a handler ignores SIGTERM: SIGKILL after the grace period.
+    let t0 = std::time::Instant::now();
+    a.control().stop_container("stubborn", Some(1)).unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(1));
+    let s = a.control().status().unwrap();
+    match &s.containers[1].state {
+        ContainerState::Terminated {
+            signal, exit_code, ..
+        } => {
+            assert_eq!((*signal, *exit_code), (Some(9), 137))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        a.control().kill("stubborn", 9).is_err(),
+        "not running any more"
+    );
+}

@@ -111,6 +111,18 @@ pub enum Outcome {
     Builtin,
 }
 
+/// [`Store::image`] (which may unpack for seconds) without stalling other tasks on a
+/// multi-threaded runtime.
+fn image_blocking(store: &Store, r: &ImageRef) -> Result<ImageHandle, StoreError> {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi {
+        tokio::task::block_in_place(|| store.image(r))
+    } else {
+        store.image(r)
+    }
+}
+
 /// Makes `reference` available according to `policy` (`None` = Kubernetes' default) and
 /// returns the unpacked image.
 pub async fn ensure_image(
@@ -124,11 +136,11 @@ pub async fn ensure_image(
     let present = store.lookup(&r)?.is_some();
     if opts.builtin && busybox::is_builtin(&r) {
         if present {
-            return Ok((store.image(&r)?, Outcome::Present));
+            return Ok((image_blocking(store, &r)?, Outcome::Present));
         }
         let img = busybox::build(&busybox::busybox_path())?;
         img.import_as(store, &r)?;
-        return Ok((store.image(&r)?, Outcome::Builtin));
+        return Ok((image_blocking(store, &r)?, Outcome::Builtin));
     }
     let pull_needed = match policy {
         PullPolicy::Never if !present => return Err(EnsureError::ErrImageNeverPull(r.to_string())),
@@ -143,9 +155,9 @@ pub async fn ensure_image(
                 reference: r.to_string(),
                 cause,
             })?;
-        return Ok((store.image(&r)?, Outcome::Pulled));
+        return Ok((image_blocking(store, &r)?, Outcome::Pulled));
     }
-    Ok((store.image(&r)?, Outcome::Present))
+    Ok((image_blocking(store, &r)?, Outcome::Present))
 }
 
 #[cfg(test)]

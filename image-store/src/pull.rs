@@ -193,7 +193,8 @@ impl<'a> Puller<'a> {
         let bar = self.progress.blob(&label, d.size);
         let tmp = self.store.tmp_path("blob");
         let res: Result<(), PullError> = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
+            let mut file =
+                tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
             let digest_str = d.digest.to_string();
             let mut s = self
                 .client
@@ -209,7 +210,7 @@ impl<'a> Puller<'a> {
             }
             file.flush().await?;
             let n = hasher.len();
-            let std_file = file.into_std().await;
+            let std_file = file.into_inner().into_std().await;
             self.store
                 .commit_blob(&tmp, std_file, &d.digest, &hasher.finish(), Some(d.size), n)?;
             Ok(())

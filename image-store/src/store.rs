@@ -456,8 +456,9 @@ impl Store {
     fn read_refs(&self) -> Result<RefsFile, StoreError> {
         let p = self.dir.join("refs.json");
         match fs::read(&p) {
-            Ok(v) => serde_json::from_slice(&v)
-                .map_err(|cause| StoreError::Metadata { path: p, cause }),
+            Ok(v) => {
+                serde_json::from_slice(&v).map_err(|cause| StoreError::Metadata { path: p, cause })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(RefsFile::default()),
             Err(e) => Err(io_err("read", &p)(e)),
         }

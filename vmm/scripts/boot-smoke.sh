@@ -6,6 +6,7 @@
 #   reboot    guest `reboot -f` (i8042 reset, reboot=k)   -> status 0
 #   sigterm   host SIGTERM while the guest idles          -> status 143
 #   vsock     --vsock-uds: the guest sees a virtio device of type 19 (vsock), then reboots
+#   smp2      --vcpus 2: the guest brings up both CPUs (MP table), then powers off
 # Needs: busybox-static, cpio, gzip; the static peapod-vmm build and the kernel (see
 # docs/vmm.md). Prints one line per case and exits non-zero if any case fails.
 set -euo pipefail
@@ -50,7 +51,9 @@ run() { name=\$1; shift
 : >\$W/results
 run poweroff --cmdline "\$base peapod_exit=poweroff"
 run reboot --cmdline "\$base peapod_exit=reboot"
-run vsock --cmdline "\$base peapod_exit=reboot" --vsock-uds \$W/vsock.sock
+# The vsock socket lives in /tmp: Unix sockets cannot be bound on the 9p share.
+run vsock --cmdline "\$base peapod_exit=reboot" --vsock-uds /tmp/peapod-smoke-vsock.sock
+run smp2 --cmdline "\$base peapod_exit=poweroff" --vcpus 2 --memory-mib 256
 # sigterm: wait for /init, then SIGTERM the VMM.
 PEAPOD_VMM_TIMING=1 $vmm --kernel $kernel --initrd \$W/initrd.cpio.gz --console \$W/sigterm.console \\
     --cmdline "\$base peapod_exit=idle" 2>\$W/sigterm.stderr &
@@ -74,5 +77,6 @@ check() { # name expected-status console-pattern
 check poweroff 0 SMOKE-INIT-REACHED
 check reboot 0 SMOKE-INIT-REACHED
 check vsock 0 "SMOKE-VIRTIO 0x0013"
+check smp2 0 "Brought up 1 node, 2 CPUs"
 check sigterm 143 SMOKE-INIT-REACHED
 exit $fail

@@ -109,13 +109,23 @@ pub struct VcpuContext {
     pub timing_start: Option<Instant>,
 }
 
-/// `kvm_run.immediate_exit` of a vCPU, writable from another thread.
+/// `kvm_run.immediate_exit` of a vCPU, written atomically from the vCPU thread and the VMM's
+/// main thread.
+#[derive(Clone, Copy)]
 struct ImmediateExit(*const AtomicU8);
 
 // SAFETY: the pointer targets the vCPU's mmapped kvm_run page, which stays mapped as long as
 // the `VcpuFd`; the `VcpuFd` is returned by the thread and only dropped after the join, so the
-// page outlives every use of this pointer. Accesses are atomic.
+// page outlives every use of this pointer (by the thread, and by the handle before the join).
+// Accesses are atomic.
 unsafe impl Send for ImmediateExit {}
+
+impl ImmediateExit {
+    fn set(self, value: u8) {
+        // SAFETY: see the `Send` impl: the page is mapped whenever this is called.
+        unsafe { (*self.0).store(value, Ordering::SeqCst) };
+    }
+}
 
 /// Flags shared between a vCPU thread and the VMM's main thread.
 #[derive(Default)]
@@ -151,7 +161,7 @@ impl VcpuHandle {
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             .spawn(move || {
-                run_vcpu(id, &mut fd, &ctx, &thread_probe);
+                run_vcpu(id, &mut fd, &ctx, &thread_probe, immediate_exit);
                 // Whatever ended this vCPU also ends the VM.
                 ctx.stop.store(true, Ordering::SeqCst);
                 fd
@@ -180,9 +190,8 @@ impl VcpuHandle {
 
     /// Makes the vCPU leave KVM_RUN (to stop it, set its stop flag first).
     pub fn kick(&self) {
-        // SAFETY: see `ImmediateExit`: the kvm_run page is mapped until the thread is joined,
-        // and `self.thread` has not been joined yet when this is called.
-        unsafe { (*self.immediate_exit.0).store(1, Ordering::SeqCst) };
+        // The kvm_run page is mapped until the thread is joined, which consumes `self`.
+        self.immediate_exit.set(1);
         if let Some(thread) = &self.thread {
             // SAFETY: the pthread_t belongs to a thread that has not been joined yet, so it is
             // valid; a finished thread only yields ESRCH, which is fine.
@@ -202,7 +211,13 @@ impl VcpuHandle {
     }
 }
 
-fn run_vcpu(id: u32, fd: &mut VcpuFd, ctx: &VcpuContext, probe: &ProbeState) {
+fn run_vcpu(
+    id: u32,
+    fd: &mut VcpuFd,
+    ctx: &VcpuContext,
+    probe: &ProbeState,
+    immediate_exit: ImmediateExit,
+) {
     if let Some(start) = ctx.timing_start {
         eprintln!(
             "peapod-vmm: timing setup_us={}",
@@ -217,10 +232,11 @@ fn run_vcpu(id: u32, fd: &mut VcpuFd, ctx: &VcpuContext, probe: &ProbeState) {
             ctx.exit.report(exit);
             return;
         }
+        // Re-arm KVM_RUN after a kick. A kick racing with this is not lost: the kicker sets
+        // the stop or probe flag before `immediate_exit`, and both flags are read after this
+        // store; a kick landing after it makes the next KVM_RUN return at once.
+        immediate_exit.set(0);
         if probe.requested.swap(false, Ordering::SeqCst) {
-            // Re-arm KVM_RUN; a stop kick racing with this is still seen, because the stop
-            // flag is set before `immediate_exit` and checked after this store.
-            fd.set_kvm_immediate_exit(0);
             probe.stopped.store(stopped_for_good(fd), Ordering::SeqCst);
         }
     }

@@ -15,7 +15,8 @@ use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::arch::x86_64::{boot, cpuid, lapic, layout, mptable, msrs, regs};
+use crate::arch::x86_64::vcpu_setup::{configure_vcpu, VcpuSetupError, VcpuTopology};
+use crate::arch::x86_64::{boot, cpuid, layout, mptable};
 use crate::bus::{Bus, BusDevice, BusError};
 use crate::cmdline::{build_cmdline, MmioDeviceParam};
 use crate::config::{ConsoleTarget, VmConfig};
@@ -56,21 +57,12 @@ pub enum VmError {
     /// Kernel, initramfs, command line or boot_params setup failed.
     #[error(transparent)]
     Boot(#[from] boot::BootError),
-    /// Page tables or GDT could not be written.
+    /// A vCPU could not be configured.
     #[error(transparent)]
-    Regs(#[from] regs::RegsError),
-    /// CPUID patching failed.
-    #[error(transparent)]
-    Cpuid(#[from] cpuid::CpuidError),
+    VcpuSetup(#[from] VcpuSetupError),
     /// The MP table could not be written.
     #[error(transparent)]
     Mptable(#[from] mptable::MptableError),
-    /// MSR list could not be built.
-    #[error(transparent)]
-    Msrs(#[from] msrs::MsrError),
-    /// Not every boot MSR was accepted.
-    #[error("kvm accepted only {set} of {wanted} boot msrs")]
-    MsrsPartial { set: usize, wanted: usize },
     /// A device could not be placed on a bus.
     #[error("bus: {0}")]
     Bus(#[from] BusError),
@@ -85,7 +77,7 @@ pub enum VmError {
     },
     /// A virtio device could not be created.
     #[error("virtio device: {0}")]
-    Virtio(String),
+    Virtio(#[from] crate::virtio_devices::VirtioDeviceError),
     /// The virtio-mmio transport could not be created.
     #[error(transparent)]
     Mmio(#[from] MmioError),
@@ -172,7 +164,7 @@ impl Vm {
 
         let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
         if let Some(vsock) = &config.vsock {
-            devices.push(crate::virtio_devices::vsock(vsock).map_err(VmError::Virtio)?);
+            devices.push(crate::virtio_devices::vsock(vsock)?);
         }
         let mut virtio = Vec::new();
         let mut params = Vec::new();
@@ -222,30 +214,20 @@ impl Vm {
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("get supported cpuid"))?;
+        let host = cpuid::HostFeatures {
+            tsc_deadline_timer: kvm.check_extension(Cap::TscDeadlineTimer),
+        };
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
         for id in 0..config.vcpus {
             let fd = vm_fd
                 .create_vcpu(u64::from(id))
                 .map_err(kvm_err("create vcpu"))?;
-            let mut cpuid = supported.clone();
-            cpuid::patch_cpuid(&mut cpuid, id, config.vcpus)?;
-            fd.set_cpuid2(&cpuid).map_err(kvm_err("set cpuid"))?;
-            let boot_msrs = msrs::boot_msrs()?;
-            let set = fd.set_msrs(&boot_msrs).map_err(kvm_err("set msrs"))?;
-            let wanted = boot_msrs.as_slice().len();
-            if set != wanted {
-                return Err(VmError::MsrsPartial { set, wanted });
-            }
-            fd.set_regs(&regs::boot_regs(kernel.entry))
-                .map_err(kvm_err("set regs"))?;
-            let mut sregs = fd.get_sregs().map_err(kvm_err("get sregs"))?;
-            regs::setup_segments(&ram.mem, &mut sregs)?;
-            regs::setup_page_tables(&ram.mem, &mut sregs)?;
-            fd.set_sregs(&sregs).map_err(kvm_err("set sregs"))?;
-            fd.set_fpu(&regs::boot_fpu()).map_err(kvm_err("set fpu"))?;
-            let mut klapic = fd.get_lapic().map_err(kvm_err("get lapic"))?;
-            lapic::set_lint(&mut klapic);
-            fd.set_lapic(&klapic).map_err(kvm_err("set lapic"))?;
+            let topology = VcpuTopology {
+                id,
+                count: config.vcpus,
+                host,
+            };
+            configure_vcpu(&fd, &ram.mem, kernel.entry, &supported, topology)?;
             vcpus.push(fd);
         }
 
@@ -313,12 +295,12 @@ impl Vm {
                 join_error.get_or_insert(e);
             }
         }
-        let flushed = self
+        // Console output that cannot be flushed at exit is lost; nothing else to do about it.
+        let _ = self
             .serial
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .flush();
-        drop(flushed);
         for (evt, gsi) in &self.irq_evts {
             // Best effort: the VM fd closes right after, which drops them anyway.
             let _ = self.vm_fd.unregister_irqfd(evt, *gsi);

@@ -58,7 +58,10 @@ impl Agent {
         let dir = tempfile::tempdir().unwrap();
         let rootfs = busybox_rootfs(dir.path());
         let socket = dir.path().join("agent.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_peapod-agent"))
+        // PEAPOD_AGENT_BIN runs the suite against another build (e.g. the static one).
+        let bin = std::env::var("PEAPOD_AGENT_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_peapod-agent").to_string());
+        let child = Command::new(bin)
             .arg("--listen-unix")
             .arg(&socket)
             .arg("--state-dir")

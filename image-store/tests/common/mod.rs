@@ -48,13 +48,34 @@ impl Registry {
         Self::start_on(port, creds)
     }
 
+    /// A registry whose `auth:` section is `auth_yaml` (already indented under `auth:`).
+    pub fn start_with_auth(auth_yaml: &str, creds: (&str, &str)) -> Self {
+        require("docker-registry");
+        require("skopeo");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_inner(port, None, Some(auth_yaml), Some(creds))
+    }
+
     pub fn start_on(port: u16, creds: Option<(&str, &str)>) -> Self {
+        Self::start_inner(port, creds, None, creds)
+    }
+
+    fn start_inner(
+        port: u16,
+        htpasswd: Option<(&str, &str)>,
+        auth_yaml: Option<&str>,
+        creds: Option<(&str, &str)>,
+    ) -> Self {
         require("docker-registry");
         let dir = tempfile::tempdir().unwrap();
         let storage = dir.path().join("storage");
         fs::create_dir(&storage).unwrap();
-        let mut auth = String::new();
-        if let Some((u, p)) = creds {
+        let mut auth = auth_yaml.map(|a| format!("auth:\n{a}")).unwrap_or_default();
+        if let Some((u, p)) = htpasswd {
             let hash = bcrypt::hash(p, 5).unwrap();
             let htp = dir.path().join("htpasswd");
             fs::write(&htp, format!("{u}:{hash}\n")).unwrap();

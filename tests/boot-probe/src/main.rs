@@ -61,6 +61,10 @@ fn exchanges(out: &mut Out, init_start: Instant) -> Result<(), vsock::VsockError
     out.line(console::GUEST_TO_HOST_OK);
 
     let mut from_host = vsock::accept(&listener)?;
+    out.line(format_args!(
+        "{}host->guest connection accepted",
+        console::PREFIX
+    ));
     vsock::expect_line(&mut from_host, HOST_PING)?;
     vsock::send(&mut from_host, GUEST_PONG)?;
     drop(from_host);

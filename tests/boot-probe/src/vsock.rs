@@ -11,8 +11,9 @@ use nix::sys::socket::{
 use nix::sys::time::{TimeVal, TimeValLike};
 use thiserror::Error;
 
-/// Seconds any single vsock operation may block (emulated hosts are slow).
-const TIMEOUT_SECS: i64 = 120;
+/// Seconds any single vsock operation may block (emulated hosts are slow; shorter than the
+/// host side's timeout so the probe reports its error before the host gives up).
+const TIMEOUT_SECS: i64 = 60;
 
 /// Errors of the vsock exchanges.
 #[derive(Debug, Error)]
@@ -57,20 +58,20 @@ fn new_socket(port: u32) -> Result<OwnedFd, VsockError> {
         port,
         source,
     })?;
-    let timeout = TimeVal::seconds(TIMEOUT_SECS);
-    for opt in [true, false] {
-        let r = if opt {
-            sock::setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)
-        } else {
-            sock::setsockopt(&fd, sockopt::SendTimeout, &timeout)
-        };
-        r.map_err(|source| VsockError::Socket {
-            op: "setsockopt",
-            port,
-            source,
-        })?;
-    }
+    set_timeouts(&fd, port)?;
     Ok(fd)
+}
+
+/// Sets the receive and send timeouts of `fd` to [`TIMEOUT_SECS`].
+fn set_timeouts(fd: &OwnedFd, port: u32) -> Result<(), VsockError> {
+    let timeout = TimeVal::seconds(TIMEOUT_SECS);
+    let map = |source| VsockError::Socket {
+        op: "setsockopt",
+        port,
+        source,
+    };
+    sock::setsockopt(fd, sockopt::ReceiveTimeout, &timeout).map_err(map)?;
+    sock::setsockopt(fd, sockopt::SendTimeout, &timeout).map_err(map)
 }
 
 /// Connects to `cid:port`.
@@ -123,6 +124,8 @@ pub fn accept(listener: &OwnedFd) -> Result<File, VsockError> {
     })?;
     // SAFETY: accept(2) just returned `raw` as a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // Accepted vsock sockets do not inherit the listener's timeouts.
+    set_timeouts(&fd, 0)?;
     Ok(File::from(fd))
 }
 

@@ -16,7 +16,7 @@ const MAX_LINE: usize = 256;
 #[derive(Debug, Error)]
 pub enum HybridVsockError {
     /// Socket I/O failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
@@ -48,7 +48,15 @@ pub enum HybridVsockError {
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HybridVsockError {
     let what = what.into();
-    move |source| HybridVsockError::Io { what, source }
+    move |source| {
+        let what = match source.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                format!("{what}: timed out")
+            }
+            _ => what,
+        };
+        HybridVsockError::Io { what, source }
+    }
 }
 
 /// The Unix socket where guest connections to `port` arrive.

@@ -141,6 +141,13 @@ fn run(cli: &Cli) -> Result<Figures> {
         Ok(t) => t,
         Err(e) => {
             vm.kill();
+            let (setup_us, peak) = vm.finish();
+            eprintln!(
+                "boot-e2e: partial figures: setup_us={} vmm_peak_rss_kib={} guest_rss_shmem_kib={}",
+                setup_us.map_or_else(|| "none".to_string(), |v| v.to_string()),
+                peak.rss_anon_file_kib,
+                peak.rss_shmem_kib
+            );
             return Err(fail_with_logs(e, &vm, &console_log));
         }
     };

@@ -21,7 +21,7 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(2);
 #[derive(Debug, Error)]
 pub enum VmmProcessError {
     /// The VMM could not be started.
-    #[error("spawn {path}: {source}")]
+    #[error("spawn {path}")]
     Spawn {
         /// Binary.
         path: PathBuf,
@@ -29,8 +29,8 @@ pub enum VmmProcessError {
         source: std::io::Error,
     },
     /// Waiting for the VMM failed.
-    #[error("wait for the vmm: {0}")]
-    Wait(std::io::Error),
+    #[error("wait for the vmm")]
+    Wait(#[source] std::io::Error),
     /// The VMM did not exit before the deadline.
     #[error("the vmm did not exit within {0:?}")]
     Timeout(Duration),

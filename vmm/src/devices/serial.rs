@@ -24,16 +24,68 @@ pub enum SerialError {
     Input(String),
 }
 
+/// Console output, written out a line at a time.
+///
+/// vm-superio writes and flushes every transmitted byte; passing that through would cost a
+/// system call per byte of guest console output (on the vCPU thread). This writer keeps bytes
+/// until a newline or [`ConsoleWriter::CAPACITY`] bytes, and its `flush` is a no-op: the VMM
+/// calls [`SerialDevice::flush`] when the VM stops, so partial lines are not lost.
+pub struct ConsoleWriter {
+    out: Box<dyn Write + Send>,
+    buf: Vec<u8>,
+}
+
+impl ConsoleWriter {
+    /// Bytes kept at most before they are written out.
+    pub const CAPACITY: usize = 4096;
+
+    /// A writer in front of `out`.
+    pub fn new(out: Box<dyn Write + Send>) -> Self {
+        ConsoleWriter {
+            out,
+            buf: Vec::with_capacity(Self::CAPACITY),
+        }
+    }
+
+    /// Writes out everything kept so far.
+    pub fn write_pending(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .out
+            .write_all(&self.buf)
+            .and_then(|()| self.out.flush());
+        // On error the bytes are dropped: console output must never stall the guest.
+        self.buf.clear();
+        result
+    }
+}
+
+impl Write for ConsoleWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if data.contains(&b'\n') || self.buf.len() >= Self::CAPACITY {
+            self.write_pending()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The guest console: a vm-superio 16550 whose interrupt is an irqfd.
 pub struct SerialDevice {
-    serial: Serial<EventFdTrigger, NoEvents, Box<dyn Write + Send>>,
+    serial: Serial<EventFdTrigger, NoEvents, ConsoleWriter>,
 }
 
 impl SerialDevice {
     /// A UART raising `irq_evt` and writing transmitted bytes to `out`.
     pub fn new(irq_evt: EventFd, out: Box<dyn Write + Send>) -> Self {
         SerialDevice {
-            serial: Serial::new(EventFdTrigger::new(irq_evt), out),
+            serial: Serial::new(EventFdTrigger::new(irq_evt), ConsoleWriter::new(out)),
         }
     }
 
@@ -44,9 +96,9 @@ impl SerialDevice {
             .map_err(|e| SerialError::Input(format!("{e:?}")))
     }
 
-    /// Flushes buffered console output.
+    /// Writes out buffered console output (a last partial line).
     pub fn flush(&mut self) -> io::Result<()> {
-        self.serial.writer_mut().flush()
+        self.serial.writer_mut().write_pending()
     }
 }
 
@@ -95,11 +147,30 @@ mod tests {
         dev.write(1, &[0x02]);
         dev.write(0, b"h");
         dev.write(0, b"i");
-        assert_eq!(buf.0.lock().unwrap().as_slice(), b"hi");
+        assert!(
+            buf.0.lock().unwrap().is_empty(),
+            "kept until the end of the line"
+        );
+        dev.write(0, b"\n");
+        dev.write(0, b"x");
+        assert_eq!(buf.0.lock().unwrap().as_slice(), b"hi\n");
+        dev.flush().unwrap();
+        assert_eq!(buf.0.lock().unwrap().as_slice(), b"hi\nx");
         assert!(evt.read().unwrap() >= 1);
         // Line status register: transmitter empty.
         let mut lsr = [0u8];
         dev.read(5, &mut lsr);
         assert_ne!(lsr[0] & 0x20, 0);
+    }
+
+    #[test]
+    fn long_lines_are_written_in_chunks() {
+        let buf = SharedBuf::default();
+        let mut w = ConsoleWriter::new(Box::new(buf.clone()));
+        for _ in 0..ConsoleWriter::CAPACITY {
+            w.write_all(b"a").unwrap();
+            w.flush().unwrap();
+        }
+        assert_eq!(buf.0.lock().unwrap().len(), ConsoleWriter::CAPACITY);
     }
 }

@@ -116,6 +116,8 @@ pub struct MmioTransport {
     driver_features: u64,
     unknown_features_requested: bool,
     queue_sel: u32,
+    /// Per queue: the driver wrote a size that is not valid for it.
+    bad_queue_size: Vec<bool>,
 }
 
 impl MmioTransport {
@@ -147,6 +149,7 @@ impl MmioTransport {
             driver_features: 0,
             unknown_features_requested: false,
             queue_sel: 0,
+            bad_queue_size: vec![false; sizes.len()],
         })
     }
 
@@ -245,7 +248,7 @@ impl MmioTransport {
             regs::DRIVER_FEATURES_SEL => self.driver_features_sel = value,
             regs::DRIVER_FEATURES => self.write_driver_features(value),
             regs::QUEUE_SEL => self.queue_sel = value,
-            regs::QUEUE_NUM => self.update_queue(offset, |q| q.set_size(value as u16)),
+            regs::QUEUE_NUM => self.write_queue_num(value),
             regs::QUEUE_READY => self.update_queue(offset, |q| q.set_ready(value == 1)),
             regs::QUEUE_DESC_LOW => {
                 self.update_queue(offset, |q| q.set_desc_table_address(Some(value), None))
@@ -337,6 +340,36 @@ impl MmioTransport {
         }
     }
 
+    /// QueueNum (spec §4.2.2, §2.7: a power of two up to QueueNumMax). A bad size is remembered
+    /// so that enabling the queue fails at DRIVER_OK instead of the device silently using
+    /// another size than the driver.
+    fn write_queue_num(&mut self, value: u32) {
+        let sel = self.queue_sel as usize;
+        let Some(max) = self.queues.get(sel).map(|q| q.max_size()) else {
+            warn!("virtio-mmio: queue size written for missing queue {sel}");
+            return;
+        };
+        let size = u16::try_from(value)
+            .ok()
+            .filter(|s| s.is_power_of_two() && *s <= max);
+        let mut accepted = false;
+        self.update_queue(regs::QUEUE_NUM, |q| {
+            accepted = true;
+            if let Some(size) = size {
+                q.set_size(size);
+            }
+        });
+        if !accepted {
+            return;
+        }
+        if size.is_none() {
+            warn!("virtio-mmio: invalid size {value} for queue {sel}");
+        }
+        if let Some(bad) = self.bad_queue_size.get_mut(sel) {
+            *bad = size.is_none();
+        }
+    }
+
     fn notify_queue(&mut self, index: u32) {
         // Spec §4.2.3.3: notifications are meaningful only once the device is live.
         if self.device_status & status::DRIVER_OK == 0 {
@@ -423,7 +456,8 @@ impl MmioTransport {
     fn activate(&mut self) {
         let event_idx = self.driver_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
         for (i, q) in self.queues.iter_mut().enumerate() {
-            if q.ready() && !q.is_valid(&self.mem) {
+            let bad_size = self.bad_queue_size.get(i).copied().unwrap_or(false);
+            if q.ready() && (bad_size || !q.is_valid(&self.mem)) {
                 warn!("virtio-mmio: queue {i} enabled with an invalid layout");
                 self.needs_reset();
                 return;
@@ -490,6 +524,7 @@ impl MmioTransport {
         self.driver_features = 0;
         self.unknown_features_requested = false;
         self.queue_sel = 0;
+        self.bad_queue_size.fill(false);
     }
 }
 

@@ -13,6 +13,7 @@ pub const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d];
 pub const KVM_CLOCK_FEATURES: u32 = (1 << 0) | (1 << 3) | (1 << 24);
 
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 const LEAF1_EDX_HTT: u32 = 1 << 28;
 const LEAF_EXT_TOPOLOGY: u32 = 0xb;
 const TOPOLOGY_LEVEL_SMT: u32 = 1;
@@ -26,8 +27,22 @@ pub enum CpuidError {
     Full(u32),
 }
 
+/// What the host KVM offers beyond KVM_GET_SUPPORTED_CPUID.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostFeatures {
+    /// KVM_CAP_TSC_DEADLINE_TIMER: the in-kernel LAPIC emulates the TSC-deadline timer, which
+    /// KVM_GET_SUPPORTED_CPUID does not report (without it the guest calibrates the APIC
+    /// timer against the PIT at boot).
+    pub tsc_deadline_timer: bool,
+}
+
 /// Patches KVM's supported CPUID for vCPU `vcpu_id` of `vcpu_count` (each vCPU one core).
-pub fn patch_cpuid(cpuid: &mut CpuId, vcpu_id: u8, vcpu_count: u8) -> Result<(), CpuidError> {
+pub fn patch_cpuid(
+    cpuid: &mut CpuId,
+    vcpu_id: u8,
+    vcpu_count: u8,
+    host: HostFeatures,
+) -> Result<(), CpuidError> {
     let apic_id = u32::from(vcpu_id);
     let count = u32::from(vcpu_count.max(1));
     // Bits needed to number all vCPUs (the core level shift of leaf 0xb).
@@ -36,6 +51,9 @@ pub fn patch_cpuid(cpuid: &mut CpuId, vcpu_id: u8, vcpu_count: u8) -> Result<(),
         match entry.function {
             1 => {
                 entry.ecx |= LEAF1_ECX_HYPERVISOR;
+                if host.tsc_deadline_timer {
+                    entry.ecx |= LEAF1_ECX_TSC_DEADLINE;
+                }
                 // EBX: [31:24] initial APIC ID, [23:16] logical processors, [15:0] kept.
                 entry.ebx = (entry.ebx & 0xffff) | (count << 16) | (apic_id << 24);
                 if count > 1 {
@@ -121,7 +139,8 @@ mod tests {
     #[test]
     fn hypervisor_bit_and_apic_id() {
         let mut c = CpuId::from_entries(&[entry(0, 0), entry(1, 0)]).unwrap();
-        patch_cpuid(&mut c, 3, 4).unwrap();
+        patch_cpuid(&mut c, 3, 4, HostFeatures::default()).unwrap();
+        assert_eq!(find(&c, 1, 0).ecx & LEAF1_ECX_TSC_DEADLINE, 0);
         let l1 = find(&c, 1, 0);
         assert_ne!(l1.ecx & (1 << 31), 0);
         assert_eq!(l1.ebx >> 24, 3);
@@ -129,14 +148,18 @@ mod tests {
         assert_eq!(l1.ebx & 0xffff, 0x0840, "clflush size kept");
         assert_ne!(l1.edx & LEAF1_EDX_HTT, 0);
         let mut c = CpuId::from_entries(&[entry(1, 0)]).unwrap();
-        patch_cpuid(&mut c, 0, 1).unwrap();
+        let host = HostFeatures {
+            tsc_deadline_timer: true,
+        };
+        patch_cpuid(&mut c, 0, 1, host).unwrap();
         assert_eq!(find(&c, 1, 0).edx & LEAF1_EDX_HTT, 0);
+        assert_ne!(find(&c, 1, 0).ecx & LEAF1_ECX_TSC_DEADLINE, 0);
     }
 
     #[test]
     fn kvm_leaves_are_added_when_missing() {
         let mut c = CpuId::from_entries(&[entry(1, 0)]).unwrap();
-        patch_cpuid(&mut c, 0, 1).unwrap();
+        patch_cpuid(&mut c, 0, 1, HostFeatures::default()).unwrap();
         let sig = find(&c, KVM_CPUID_SIGNATURE, 0);
         assert_eq!(sig.eax, KVM_CPUID_FEATURES);
         let mut name = Vec::new();
@@ -160,7 +183,7 @@ mod tests {
             ..Default::default()
         };
         let mut c = CpuId::from_entries(&[entry(1, 0), sig, supported]).unwrap();
-        patch_cpuid(&mut c, 0, 1).unwrap();
+        patch_cpuid(&mut c, 0, 1, HostFeatures::default()).unwrap();
         assert_eq!(find(&c, KVM_CPUID_FEATURES, 0).eax, 0x0100_7afb);
         assert_eq!(find(&c, KVM_CPUID_SIGNATURE, 0).ebx, KVM_SIGNATURE[0]);
         assert_eq!(c.as_slice().len(), 3, "nothing duplicated");
@@ -169,7 +192,7 @@ mod tests {
     #[test]
     fn extended_topology_carries_the_apic_id() {
         let mut c = CpuId::from_entries(&[entry(0xb, 0), entry(0xb, 1), entry(0xb, 2)]).unwrap();
-        patch_cpuid(&mut c, 5, 6).unwrap();
+        patch_cpuid(&mut c, 5, 6, HostFeatures::default()).unwrap();
         for i in 0..3 {
             assert_eq!(find(&c, 0xb, i).edx, 5);
         }

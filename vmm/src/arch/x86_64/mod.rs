@@ -7,3 +7,4 @@ pub mod layout;
 pub mod mptable;
 pub mod msrs;
 pub mod regs;
+pub mod vcpu_setup;

@@ -306,13 +306,31 @@ fn invalid_queue_sets_needs_reset() {
     assert_eq!(f.irq.read().unwrap(), 1);
     assert_eq!(f.rec.lock().unwrap().activations, 0);
 
-    // Invalid queue size: 12 is not a power of two, so the size stays at the maximum and the
-    // queue is still usable; a size above the maximum is ignored the same way.
+    // Invalid queue sizes: not a power of two, above QueueNumMax, beyond 16 bits (which must not
+    // be truncated to a valid one). Enabling such a queue fails at DRIVER_OK.
+    for size in [12, 64, 0x1_0010, 0] {
+        wr(&mut f.t, regs::STATUS, 0);
+        negotiate(&mut f.t, 1 << VIRTIO_F_VERSION_1);
+        setup_queue(&mut f.t, 0, size, 0x1_0000);
+        setup_queue(&mut f.t, 1, 32, 0x2_0000);
+        wr(&mut f.t, regs::STATUS, ALL_OK);
+        let st = rd(&mut f.t, regs::STATUS);
+        assert_ne!(
+            st & status::DEVICE_NEEDS_RESET,
+            0,
+            "size {size:#x} accepted"
+        );
+        assert_eq!(f.rec.lock().unwrap().activations, 0);
+    }
+    // A bad size corrected by the driver before DRIVER_OK is fine.
     wr(&mut f.t, regs::STATUS, 0);
     negotiate(&mut f.t, 1 << VIRTIO_F_VERSION_1);
     setup_queue(&mut f.t, 0, 12, 0x1_0000);
-    wr(&mut f.t, regs::QUEUE_SEL, 0);
-    assert_eq!(rd(&mut f.t, regs::QUEUE_READY), 1);
+    setup_queue(&mut f.t, 0, 8, 0x1_0000);
+    setup_queue(&mut f.t, 1, 32, 0x2_0000);
+    wr(&mut f.t, regs::STATUS, ALL_OK);
+    assert_eq!(rd(&mut f.t, regs::STATUS), ALL_OK);
+    assert_eq!(f.rec.lock().unwrap().queues[0].size(), 8);
 }
 
 #[test]

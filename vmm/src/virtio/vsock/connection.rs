@@ -194,8 +194,12 @@ pub struct Connection {
     peer_buf_alloc: u32,
     peer_fwd_cnt: Wrapping<u32>,
     credit_requested: bool,
-    /// Guest data the host socket has not accepted yet; at most `buf_alloc` bytes.
+    /// Bytes for the host socket not accepted yet: first `handshake_len` bytes of the
+    /// `OK <port>\n` line, then guest data (at most `buf_alloc` bytes).
     tx_buf: VecDeque<u8>,
+    /// Bytes at the front of `tx_buf` that are the handshake, not guest data: they must not
+    /// count in `fwd_cnt` (the guest would see credit for bytes it never sent).
+    handshake_len: usize,
     /// When the connection is killed if still waiting (REQUEST unanswered, RST not received).
     deadline: Option<Instant>,
     /// The connection's epoll token.
@@ -279,6 +283,7 @@ impl Connection {
             peer_fwd_cnt: Wrapping(0),
             credit_requested: false,
             tx_buf: VecDeque::new(),
+            handshake_len: 0,
             deadline: None,
             token,
             queued: false,
@@ -361,6 +366,7 @@ impl Connection {
         self.pending = pending::RST;
         self.rx_ready = false;
         self.tx_buf = VecDeque::new();
+        self.handshake_len = 0;
         self.deadline = None;
         let _ = self.stream.shutdown(Shutdown::Both);
     }
@@ -379,6 +385,7 @@ impl Connection {
             ConnState::Established => {
                 self.host_gone = true;
                 self.tx_buf = VecDeque::new();
+                self.handshake_len = 0;
                 if self.can_send_data() {
                     self.rx_ready = true;
                 } else {
@@ -427,6 +434,7 @@ impl Connection {
                 // The hybrid vsock handshake: tell the host which port it got.
                 let ack = format!("OK {}\n", self.key.local_port);
                 self.tx_buf.extend(ack.as_bytes());
+                self.handshake_len = ack.len();
                 self.flush_tx_buf()?;
             }
             (op::RW, ConnState::Established) => self.forward_to_host(hdr, data)?,
@@ -469,9 +477,10 @@ impl Connection {
         let rest = len - written;
         if rest > 0 {
             // The guest may only have `buf_alloc` bytes in flight that we have not forwarded.
-            if self.tx_buf.len() + rest > self.buf_alloc as usize {
+            let buffered = self.tx_buf.len() - self.handshake_len;
+            if buffered + rest > self.buf_alloc as usize {
                 return Err(ConnError::CreditOverrun {
-                    buffered: self.tx_buf.len(),
+                    buffered,
                     incoming: rest,
                     limit: self.buf_alloc,
                 });
@@ -494,7 +503,9 @@ impl Connection {
                 Ok(0) => break,
                 Ok(n) => {
                     self.tx_buf.drain(..n);
-                    self.fwd_cnt += Wrapping(n as u32);
+                    let handshake = n.min(self.handshake_len);
+                    self.handshake_len -= handshake;
+                    self.fwd_cnt += Wrapping((n - handshake) as u32);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}

@@ -114,9 +114,15 @@ fn host_initiated_connection_round_trip() {
     assert_eq!(h.op, op::RW);
     assert_eq!(data, b"ping");
     assert_eq!((h.src_port, h.dst_port), (hport, 80));
+    // The `OK` line is not guest data: the guest has sent nothing, so nothing is credited (a
+    // Linux guest computes its credit as buf_alloc - (tx_cnt - fwd_cnt) and would stall).
+    assert_eq!(h.fwd_cnt, 0);
 
     g.tx(ghdr(80, hport, op::RW).with_len(4), b"pong");
     assert_eq!(read_n(&mut host, 4), b"pong");
+    g.tx(ghdr(80, hport, op::CREDIT_REQUEST), &[]);
+    let (h, _) = g.recv();
+    assert_eq!((h.op, h.fwd_cnt), (op::CREDIT_UPDATE, 4));
 
     // Half close from the host: the guest is told the host sends no more.
     host.shutdown(std::net::Shutdown::Write).unwrap();
@@ -597,4 +603,43 @@ fn concurrent_connections_echo() {
     for e in echoes {
         e.join().unwrap();
     }
+}
+
+/// The boot probe's sequence: guest-initiated ping/pong with the host closing right after its
+/// reply, then a host-initiated ping/pong on a new connection.
+#[test]
+fn probe_sequence_guest_then_host_initiated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut dev, uds) = new_dev(dir.path(), VsockLimits::default());
+    let l = UnixListener::bind(format!("{}_52000", uds.display())).unwrap();
+    let mem = new_mem();
+    let mut g = Guest::new(&mem);
+    g.activate(&mut dev);
+    g.give_rx(8);
+
+    let mut host = guest_connect(&mut g, &l, 1025, 52000);
+    g.tx(ghdr(1025, 52000, op::RW).with_len(5), b"ping\n");
+    assert_eq!(read_n(&mut host, 5), b"ping\n");
+    host.write_all(b"pong\n").unwrap();
+    drop(host);
+    let (h, data) = g.recv();
+    assert_eq!((h.op, data.as_slice()), (op::RW, b"pong\n".as_slice()));
+    let (h, _) = g.recv();
+    assert_eq!((h.op, h.flags), (op::SHUTDOWN, shutdown::BOTH));
+    // Linux answers a full shutdown from the peer with a RST once the data was read.
+    g.tx(ghdr(1025, 52000, op::RST), &[]);
+
+    let mut host = UnixStream::connect(&uds).unwrap();
+    host.set_read_timeout(Some(WAIT)).unwrap();
+    host.write_all(b"CONNECT 52001\n").unwrap();
+    let (req, _) = g.recv();
+    assert_eq!((req.op, req.dst_port), (op::REQUEST, 52001));
+    let hport = req.src_port;
+    g.tx(ghdr(52001, hport, op::RESPONSE), &[]);
+    assert_eq!(read_line(&mut host), format!("OK {hport}"));
+    host.write_all(b"ping2\n").unwrap();
+    let (h, data) = g.recv();
+    assert_eq!((h.op, data.as_slice()), (op::RW, b"ping2\n".as_slice()));
+    g.tx(ghdr(52001, hport, op::RW).with_len(6), b"pong2\n");
+    assert_eq!(read_n(&mut host, 6), b"pong2\n");
 }
