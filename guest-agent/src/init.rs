@@ -151,3 +151,38 @@ pub fn poweroff() -> ! {
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::FakeSys;
+
+    #[test]
+    fn guest_mounts_in_order() {
+        let sys = FakeSys::default();
+        guest_setup(&sys);
+        let mounts: Vec<String> = sys
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("mount"))
+            .collect();
+        let targets: Vec<&str> = mounts
+            .iter()
+            .filter_map(|m| m.split_whitespace().nth(2))
+            .collect();
+        assert_eq!(
+            targets,
+            vec![
+                "/proc",
+                "/sys",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/run",
+                "/sys/fs/cgroup"
+            ]
+        );
+        assert!(mounts[2].contains("Some(\"devtmpfs\")"));
+        assert!(mounts[6].contains("Some(\"cgroup2\")"));
+    }
+}

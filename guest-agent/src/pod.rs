@@ -441,6 +441,11 @@ impl Pod {
                 started_at_ns: started_at,
             };
         }
+        // A stop that began while this container was starting did not see its PID
+        // (terminate_all sets the flag before reading PIDs, we set the PID before the flag).
+        if self.stopping() {
+            let _ = kill(Pid::from_raw(started.pid), Signal::SIGKILL);
+        }
         let pumps: Vec<_> = [
             (started.stdout, StreamKind::Stdout),
             (started.stderr, StreamKind::Stderr),

@@ -76,7 +76,7 @@ fn shared_volume_and_private_roots() {
     writer.mounts = vec![mount(None, false, "/shared")];
     let mut reader = a.container(
         "reader",
-        "until cat /data/f; do sleep 0.1; done; exec sleep 1000",
+        "until grep shared-data /data/f; do sleep 0.1; done; exec sleep 1000",
     );
     reader.mounts = vec![
         mount(None, true, "/data"),
@@ -440,7 +440,7 @@ fn kill_and_stop_a_single_container() {
         vec![
             a.container(
                 "polite",
-                "trap 'echo got-term; exit 0' TERM; while true; do sleep 0.05; done",
+                "trap 'echo got-term; exit 0' TERM; echo trap-set; while true; do sleep 0.05; done",
             ),
             a.container("stubborn", "exec sleep 14142"),
         ],
@@ -451,8 +451,7 @@ fn kill_and_stop_a_single_container() {
         running(s, "polite") && running(s, "stubborn")
     });
     // Let the shell install its trap.
-    a.wait_status("settled", T, |_| true);
-    std::thread::sleep(Duration::from_millis(200));
+    a.wait_log("polite", "trap-set");
     let t0 = std::time::Instant::now();
     a.control().stop_container("polite", Some(10)).unwrap();
     assert!(
@@ -476,5 +475,31 @@ fn kill_and_stop_a_single_container() {
     assert!(
         a.control().kill("stubborn", 9).is_err(),
         "not running any more"
+    );
+}
+
+#[test]
+fn shared_process_namespace_shows_every_container() {
+    let a = Agent::start();
+    let mut p = pod(
+        "sharedpid",
+        vec![
+            a.container("one", "exec sleep 1011"),
+            a.container("two", "exec sleep 1012"),
+        ],
+    );
+    p.share_process_namespace = true;
+    a.control().create_pod(&p).unwrap();
+    a.wait_status("running", T, |s| running(s, "one") && running(s, "two"));
+    let (out, _, code) = a.exec("one", &["ps", "-o", "pid,args"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("sleep 1011") && out.contains("sleep 1012"),
+        "{out}"
+    );
+    // PID 1 is the agent (the infra process), as the pause container is in Kubernetes.
+    assert!(
+        out.contains("peapod-agent") || out.contains("agent-bench"),
+        "{out}"
     );
 }

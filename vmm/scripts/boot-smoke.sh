@@ -7,6 +7,8 @@
 #   sigterm   host SIGTERM while the guest idles          -> status 143
 #   vsock     --vsock-uds: the guest sees a virtio device of type 19 (vsock), then reboots
 #   smp2      --vcpus 2: the guest brings up both CPUs (MP table), then powers off
+#   input     --console-input: a line written to the VMM's stdin is read by the guest
+#   bigmem    --memory-mib 4096: RAM is split around the MMIO gap (e820 above 4 GiB)
 # Needs: busybox-static, cpio, gzip; the static peapod-vmm build and the kernel (see
 # docs/vmm.md). Prints one line per case and exits non-zero if any case fails.
 set -euo pipefail
@@ -31,6 +33,11 @@ for d in /sys/bus/virtio/devices/*; do
 done
 case "$peapod_exit" in
     reboot) /bin/busybox reboot -f ;;
+    input)
+        echo "SMOKE-WAITING-INPUT"
+        read -t 600 line
+        echo "SMOKE-INPUT <$line>"
+        /bin/busybox reboot -f ;;
     idle) while :; do /bin/busybox sleep 1000; done ;;
     *) /bin/busybox poweroff -f ;;
 esac
@@ -54,6 +61,10 @@ run reboot --cmdline "\$base peapod_exit=reboot"
 # The vsock socket lives in /tmp: Unix sockets cannot be bound on the 9p share.
 run vsock --cmdline "\$base peapod_exit=reboot" --vsock-uds /tmp/peapod-smoke-vsock.sock
 run smp2 --cmdline "\$base peapod_exit=poweroff" --vcpus 2 --memory-mib 256
+run bigmem --cmdline "\$base peapod_exit=poweroff" --memory-mib 4096
+# input: the VMM's stdin reaches the guest's console once the guest waits for it.
+( i=0; while [ \$i -lt 600 ] && ! grep -q SMOKE-WAITING-INPUT \$W/input.console 2>/dev/null; do sleep 1; i=\$((i+1)); done
+  echo hello-peapod ) | run input --cmdline "\$base peapod_exit=input" --console-input
 # sigterm: wait for /init, then SIGTERM the VMM.
 PEAPOD_VMM_TIMING=1 $vmm --kernel $kernel --initrd \$W/initrd.cpio.gz --console \$W/sigterm.console \\
     --cmdline "\$base peapod_exit=idle" 2>\$W/sigterm.stderr &
@@ -78,5 +89,7 @@ check poweroff 0 SMOKE-INIT-REACHED
 check reboot 0 SMOKE-INIT-REACHED
 check vsock 0 "SMOKE-VIRTIO 0x0013"
 check smp2 0 "Brought up 1 node, 2 CPUs"
+check input 0 "SMOKE-INPUT <hello-peapod>"
+check bigmem 0 "BIOS-e820: \[mem 0x0000000100000000-0x000000012fffffff\] usable"
 check sigterm 143 SMOKE-INIT-REACHED
 exit $fail

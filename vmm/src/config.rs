@@ -37,6 +37,10 @@ pub struct VmConfig {
     pub vsock: Option<VsockConfig>,
     /// Serial console destination.
     pub console: ConsoleTarget,
+    /// Most bytes of guest console output written (the rest is dropped).
+    pub console_limit: u64,
+    /// Feed the VMM's stdin to the guest's serial port.
+    pub console_input: bool,
     /// Print `peapod-vmm: timing setup_us=...` before the first KVM_RUN.
     pub timing: bool,
 }

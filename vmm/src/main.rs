@@ -53,6 +53,13 @@ struct Cli {
     /// Where the guest serial console goes: a file path, or `-` for stdout.
     #[arg(long, value_name = "PATH|-", default_value = "-")]
     console: String,
+    /// Most bytes of guest console output to write; the rest is dropped (a guest must not be
+    /// able to fill the host's disk).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    console_limit: u64,
+    /// Feed stdin to the guest's serial console (line by line unless the terminal is raw).
+    #[arg(long)]
+    console_input: bool,
     /// Accept a /dev/kvm served by the PVM software hypervisor (standard guests cannot boot
     /// there: only for measuring host-side setup cost).
     #[arg(long)]
@@ -76,6 +83,8 @@ impl Cli {
             } else {
                 ConsoleTarget::File(PathBuf::from(self.console))
             },
+            console_input: self.console_input,
+            console_limit: self.console_limit,
             timing,
         }
     }
@@ -151,6 +160,8 @@ mod tests {
         assert_eq!(c.console, ConsoleTarget::Stdout);
         assert_eq!(c.vsock, None);
         assert_eq!(c.cmdline, None);
+        assert!(!c.console_input);
+        assert_eq!(c.console_limit, 16 << 20);
     }
 
     #[test]
@@ -172,6 +183,7 @@ mod tests {
             "7",
             "--console",
             "/tmp/con",
+            "--console-input",
         ])
         .unwrap()
         .into_config(true);
@@ -187,6 +199,7 @@ mod tests {
         );
         assert_eq!(c.console, ConsoleTarget::File(PathBuf::from("/tmp/con")));
         assert!(c.timing);
+        assert!(c.console_input);
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! it until the guest stops, the host signals the VMM, or a vCPU fails.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
@@ -113,6 +114,7 @@ pub struct Vm {
     exit: Arc<ExitNotifier>,
     reset_evt: EventFd,
     serial: Arc<Mutex<SerialDevice>>,
+    console_input: Option<File>,
     virtio: Vec<Arc<Mutex<MmioTransport>>>,
     irq_evts: Vec<(EventFd, u32)>,
     cmdline: String,
@@ -156,6 +158,7 @@ impl Vm {
         let serial = Arc::new(Mutex::new(SerialDevice::new(
             clone_evt(&serial_irq)?,
             open_console(&config.console)?,
+            config.console_limit,
         )));
         pio.insert(COM1_BASE, COM1_LEN, serial.clone())?;
         irq_evts.push((serial_irq, COM1_GSI));
@@ -240,6 +243,11 @@ impl Vm {
             exit,
             reset_evt,
             serial,
+            console_input: if config.console_input {
+                Some(stdin_file()?)
+            } else {
+                None
+            },
             virtio,
             irq_evts,
             cmdline,
@@ -283,7 +291,14 @@ impl Vm {
         }
         let outcome = match spawn_error {
             Some(e) => Err(VmError::Vcpu(e)),
-            None => wait_for_exit(&signals, self.exit.as_ref(), &self.reset_evt, &handles),
+            None => wait_for_exit(Watched {
+                signals: &signals,
+                exit: self.exit.as_ref(),
+                reset_evt: &self.reset_evt,
+                vcpus: &handles,
+                serial: &self.serial,
+                input: self.console_input.take(),
+            }),
         };
         stop.store(true, Ordering::SeqCst);
         for h in &handles {
@@ -296,11 +311,7 @@ impl Vm {
             }
         }
         // Console output that cannot be flushed at exit is lost; nothing else to do about it.
-        let _ = self
-            .serial
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .flush();
+        let _ = lock_serial(&self.serial).flush();
         for (evt, gsi) in &self.irq_evts {
             // Best effort: the VM fd closes right after, which drops them anyway.
             let _ = self.vm_fd.unregister_irqfd(evt, *gsi);
@@ -320,42 +331,49 @@ impl Vm {
 }
 
 /// How often the vCPUs are probed for a guest that halted all its CPUs.
-const HALT_PROBE_INTERVAL_MS: i32 = 500;
+const HALT_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Most bytes of console input read at once.
+const CONSOLE_INPUT_CHUNK: usize = 64;
 
-fn wait_for_exit(
-    signals: &TerminationSignals,
-    exit: &ExitNotifier,
-    reset_evt: &EventFd,
-    vcpus: &[VcpuHandle],
-) -> Result<VmExit, VmError> {
-    use std::os::fd::AsRawFd;
+/// What the main thread watches while the VM runs.
+struct Watched<'a> {
+    signals: &'a TerminationSignals,
+    exit: &'a ExitNotifier,
+    reset_evt: &'a EventFd,
+    vcpus: &'a [VcpuHandle],
+    serial: &'a Mutex<SerialDevice>,
+    /// The VMM's stdin (unbuffered), fed to the guest's serial port, until end of file.
+    input: Option<File>,
+}
+
+fn lock_serial(serial: &Mutex<SerialDevice>) -> std::sync::MutexGuard<'_, SerialDevice> {
+    serial
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn wait_for_exit(mut w: Watched<'_>) -> Result<VmExit, VmError> {
     let mut probed = false;
+    let mut next_probe = Instant::now() + HALT_PROBE_INTERVAL;
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: exit.eventfd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: reset_evt.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: signals.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+        let mut fds = vec![
+            pollfd(w.exit.eventfd().as_raw_fd()),
+            pollfd(w.reset_evt.as_raw_fd()),
+            pollfd(w.signals.as_raw_fd()),
         ];
-        // SAFETY: `fds` is a valid array of 3 pollfd structs for the duration of the call.
-        let n = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                HALT_PROBE_INTERVAL_MS,
-            )
+        // Console input is only read while the UART's FIFO has room; the guest drains it, and
+        // the next probe tick (at the latest) looks again.
+        let input_room = match &w.input {
+            Some(_) => lock_serial(w.serial).input_capacity(),
+            None => 0,
         };
+        if let (Some(input), true) = (&w.input, input_room > 0) {
+            fds.push(pollfd(input.as_raw_fd()));
+        }
+        let timeout = next_probe.saturating_duration_since(Instant::now());
+        let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs during the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if n < 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() == std::io::ErrorKind::Interrupted {
@@ -363,32 +381,75 @@ fn wait_for_exit(
             }
             return Err(VmError::Signals(SignalError::Poll(err)));
         }
-        if n == 0 {
-            // The answers to the previous probe round are in; a guest whose vCPUs are all
-            // halted with interrupts off has stopped itself.
-            if probed && vcpus.iter().all(VcpuHandle::is_stopped) {
-                return Ok(VmExit::GuestStopped);
-            }
-            vcpus.iter().for_each(VcpuHandle::probe);
-            probed = true;
-            continue;
-        }
         if fds[2].revents != 0 {
-            if let Some(sig) = signals.read()? {
+            if let Some(sig) = w.signals.read()? {
                 return Ok(VmExit::Signal(sig));
             }
         }
         if fds[1].revents != 0 {
-            let _ = reset_evt.read();
+            let _ = w.reset_evt.read();
             return Ok(VmExit::GuestReset);
         }
         if fds[0].revents != 0 {
-            let _ = exit.eventfd().read();
-            if let Some(e) = exit.take() {
+            let _ = w.exit.eventfd().read();
+            if let Some(e) = w.exit.take() {
                 return Ok(e);
             }
         }
+        if fds.get(3).is_some_and(|f| f.revents != 0) {
+            forward_input(&mut w.input, w.serial, input_room);
+        }
+        if Instant::now() >= next_probe {
+            // The answers to the previous probe round are in; a guest whose vCPUs are all
+            // halted with interrupts off has stopped itself.
+            if probed && w.vcpus.iter().all(VcpuHandle::is_stopped) {
+                return Ok(VmExit::GuestStopped);
+            }
+            w.vcpus.iter().for_each(VcpuHandle::probe);
+            probed = true;
+            next_probe = Instant::now() + HALT_PROBE_INTERVAL;
+        }
     }
+}
+
+fn pollfd(fd: std::os::fd::RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Moves up to `room` bytes from the console input to the UART; closes the input at end of
+/// file or on a read error.
+fn forward_input(input: &mut Option<File>, serial: &Mutex<SerialDevice>, room: usize) {
+    let Some(file) = input else {
+        return;
+    };
+    let mut buf = [0u8; CONSOLE_INPUT_CHUNK];
+    let len = room.min(buf.len());
+    match file.read(&mut buf[..len]) {
+        Ok(0) => *input = None,
+        Ok(n) => {
+            // At most `room` bytes were read, so the FIFO takes them all.
+            let _ = lock_serial(serial).enqueue_input(&buf[..n]);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+        Err(_) => *input = None,
+    }
+}
+
+/// An unbuffered handle on the VMM's stdin (a duplicate of fd 0, close-on-exec).
+fn stdin_file() -> Result<File, VmError> {
+    let stdin = std::io::stdin();
+    let fd = stdin
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| VmError::Console {
+            path: "stdin".into(),
+            source,
+        })?;
+    Ok(File::from(fd))
 }
 
 fn validate(config: &VmConfig) -> Result<(), VmError> {

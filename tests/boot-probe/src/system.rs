@@ -80,27 +80,26 @@ pub fn boottime_us() -> Result<u64, SystemError> {
     Ok(u64::try_from(us).unwrap_or(0))
 }
 
-/// Kernel command line word that makes the probe power off instead of rebooting.
-pub const POWEROFF_PARAM: &str = "peapod_probe=poweroff";
+/// Kernel command line word that makes the probe reboot instead of powering off.
+pub const REBOOT_PARAM: &str = "peapod_probe=reboot";
 
-/// How the probe ends the VM.
+/// How the probe ends the VM: `reboot(RB_POWER_OFF)` by default.
 ///
-/// `reboot(RB_POWER_OFF)` needs a power-off driver (ACPI) in the guest: without one Linux turns
-/// it into a halt (`reboot: System halted`), every vCPU sits in `hlt` with interrupts off, and a
-/// VMM with an in-kernel irqchip never sees an exit. The microVM has no ACPI, so by default the
-/// probe restarts instead (`RB_AUTOBOOT`; with `reboot=k` the kernel resets through the i8042,
-/// which the VMM reports as the guest shutting down). `peapod_probe=poweroff` on the kernel
-/// command line selects `RB_POWER_OFF` for VMMs that provide ACPI power off.
+/// The microVM has no ACPI, so Linux turns a power off into a halt (`reboot: System halted`,
+/// every vCPU in `hlt` with interrupts off); peapod-vmm detects that state and exits with
+/// status 0 (docs/vmm.md, "Guest power-off without ACPI"), within its 500 ms probe period.
+/// `peapod_probe=reboot` on the kernel command line selects `RB_AUTOBOOT` instead: with
+/// `reboot=k` the kernel resets through the i8042, which ends the VMM at once.
 pub fn shutdown_mode() -> RebootMode {
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     mode_for_cmdline(&cmdline)
 }
 
 fn mode_for_cmdline(cmdline: &str) -> RebootMode {
-    if cmdline.split_whitespace().any(|w| w == POWEROFF_PARAM) {
-        RebootMode::RB_POWER_OFF
-    } else {
+    if cmdline.split_whitespace().any(|w| w == REBOOT_PARAM) {
         RebootMode::RB_AUTOBOOT
+    } else {
+        RebootMode::RB_POWER_OFF
     }
 }
 
@@ -122,15 +121,15 @@ mod tests {
     fn shutdown_mode_from_cmdline() {
         assert_eq!(
             mode_for_cmdline("console=ttyS0 reboot=k\n"),
-            RebootMode::RB_AUTOBOOT
-        );
-        assert_eq!(
-            mode_for_cmdline("console=ttyS0 peapod_probe=poweroff panic=1\n"),
             RebootMode::RB_POWER_OFF
         );
         assert_eq!(
-            mode_for_cmdline("peapod_probe=poweroffx"),
+            mode_for_cmdline("console=ttyS0 peapod_probe=reboot panic=1\n"),
             RebootMode::RB_AUTOBOOT
+        );
+        assert_eq!(
+            mode_for_cmdline("peapod_probe=rebootx"),
+            RebootMode::RB_POWER_OFF
         );
     }
 
