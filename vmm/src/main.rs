@@ -13,7 +13,8 @@ use vmm::vm::Vm;
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
-  0    the guest powered off or rebooted (i8042 reset, KVM shutdown or system event)
+  0    the guest stopped itself: reboot (i8042 reset), KVM shutdown or system event,
+       or poweroff/halt (every vCPU halted with interrupts disabled)
   1    setup error (invalid arguments, unreadable kernel or initramfs, KVM ioctl failure)
   2    bad environment: /dev/kvm missing, not accessible, or the PVM software hypervisor
   3    a vCPU failed (KVM_EXIT_INTERNAL_ERROR / emulation failure, FAIL_ENTRY, KVM_RUN error)
