@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Packs the guest initramfs of the agent-vm end-to-end test:
+#   tests/agent-vm/make-initramfs.sh OUT [AGENT_BINARY]
+# /init is the static peapod-agent (PID 1); /images/busybox/rootfs is a busybox root file
+# system for the containers (Debian's busybox-static, every applet a relative symlink), kept
+# in the initramfs until virtio-fs carries image roots. AGENT_BINARY defaults to the static
+# release build (target/static/x86_64-unknown-linux-gnu/release/peapod-agent).
+# PEAPOD_BUSYBOX overrides /bin/busybox.
+set -euo pipefail
+[[ $# -ge 1 ]] || { echo "usage: $0 OUT [AGENT_BINARY]" >&2; exit 2; }
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+out="$1"
+agent="${2:-$repo/target/static/x86_64-unknown-linux-gnu/release/peapod-agent}"
+busybox="${PEAPOD_BUSYBOX:-/bin/busybox}"
+die() { echo "make-initramfs.sh: $*" >&2; exit 1; }
+static() { ! ldd "$1" 2>&1 | grep -q '=>'; }
+[[ -x "$agent" ]] || die "agent binary $agent not found (build it static first)"
+static "$agent" || die "$agent is dynamically linked; the initramfs has no libc"
+[[ -x "$busybox" ]] || die "$busybox not found (apt-get install busybox-static)"
+static "$busybox" || die "$busybox is dynamically linked (install busybox-static)"
+
+root="$(mktemp -d)"
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{dev,proc,sys,run,tmp,etc}
+install -m 0755 "$agent" "$root/init"
+mknod -m 600 "$root/dev/console" c 5 1
+mknod -m 666 "$root/dev/null" c 1 3
+: >"$root/etc/resolv.conf"
+
+rootfs="$root/images/busybox/rootfs"
+mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,proc,dev,sys,root,var,home}
+chmod 1777 "$rootfs/tmp"
+install -m 0755 "$busybox" "$rootfs/bin/busybox"
+# Relative links so they work under any root (the container's overlay after pivot_root).
+while read -r applet; do
+    name="${applet##*/}"
+    [[ "$name" == busybox ]] && continue
+    dir="${applet%/*}"
+    case "$dir" in
+    bin) rel=busybox ;;
+    sbin) rel=../bin/busybox ;;
+    usr/bin | usr/sbin) rel=../../bin/busybox ;;
+    *) continue ;;
+    esac
+    [[ -e "$rootfs/$applet" ]] || ln -s "$rel" "$rootfs/$applet"
+done < <("$busybox" --list-full)
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$rootfs/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+for f in hostname hosts resolv.conf; do : >"$rootfs/etc/$f"; done
+
+mkdir -p "$(dirname "$out")"
+out_abs="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
+(cd "$root" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0 | gzip -6 >"$out_abs.tmp")
+mv "$out_abs.tmp" "$out_abs"
+echo "$out_abs"

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Guest agent as PID 1 in a real microVM, end to end: builds the guest kernel (cached), the
+# static binaries (peapod-vmm, peapod-agent, agent-vm-e2e) and the initramfs (agent as /init +
+# busybox rootfs), then runs agent-vm-e2e where KVM works: directly on hardware KVM, else
+# inside the emulated KVM test host (tests/lib/kvm-env.sh; PEAPOD_KVM_MODE=direct|kvm-host
+# forces either). Extra arguments go to agent-vm-e2e. Exits non-zero on failure.
+# Needs root; PEAPOD_AGENT_VM_CONSOLE=1 prints the guest console on success too.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$repo"
+log() { echo "tests/agent-vm/run.sh: $*" >&2; }
+
+log "building the guest kernel (cached after the first run)"
+vmlinux="$(kernel-config/build.sh | tail -n1)"
+[[ -s "$vmlinux" ]] || { log "error: kernel build produced no vmlinux"; exit 1; }
+
+log "building static binaries"
+target=x86_64-unknown-linux-gnu
+static_dir="$repo/target/static"
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target "$target" \
+    --target-dir "$static_dir" -p peapod-agent-vm-e2e -p guest-agent -p vmm
+bin="$static_dir/$target/release"
+
+initrd="$static_dir/agent-vm-initramfs.cpio.gz"
+"$here/make-initramfs.sh" "$initrd" "$bin/peapod-agent" >/dev/null
+
+# shellcheck source=../lib/kvm-env.sh
+source "$repo/tests/lib/kvm-env.sh"
+agent_timeout="${PEAPOD_AGENT_VM_TIMEOUT:-300}"
+kvm_env_run --timeout "$((agent_timeout + 600))" -- \
+    "$bin/agent-vm-e2e" --vmm "$bin/peapod-vmm" --kernel "$vmlinux" --initrd "$initrd" \
+    --agent-timeout-secs "$agent_timeout" "$@"

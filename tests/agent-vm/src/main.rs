@@ -1,0 +1,156 @@
+//! `agent-vm-e2e`: boots a microVM with `peapod-agent` as PID 1 and drives it over the VMM's
+//! hybrid vsock with the agent protocol; see `tests/agent-vm/run.sh` and `docs/agent-vm-e2e.md`.
+
+mod hybrid;
+mod pods;
+mod scenario;
+mod vmm;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "agent-vm-e2e",
+    about = "guest agent as PID 1 in a real microVM: end-to-end test"
+)]
+struct Args {
+    /// `peapod-vmm` binary.
+    #[arg(long)]
+    vmm: PathBuf,
+    /// Guest kernel (ELF vmlinux).
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Initramfs from tests/agent-vm/make-initramfs.sh.
+    #[arg(long)]
+    initrd: PathBuf,
+    /// Working directory for the socket and the console log (default: a new dir in /tmp).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Busybox root filesystem inside the guest.
+    #[arg(long, default_value = "/images/busybox/rootfs")]
+    rootfs: String,
+    /// Guest memory.
+    #[arg(long, default_value_t = 512)]
+    memory_mib: u32,
+    /// Guest vCPUs.
+    #[arg(long, default_value_t = 2)]
+    vcpus: u32,
+    /// Seconds the agent may take to answer after the VMM started (emulation is slow).
+    #[arg(long, default_value_t = 300)]
+    agent_timeout_secs: u64,
+    /// Seconds each later step may take.
+    #[arg(long, default_value_t = 120)]
+    step_timeout_secs: u64,
+}
+
+fn print_console(path: &std::path::Path) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            eprintln!("----- guest console ({}) -----", path.display());
+            eprintln!("{text}");
+            eprintln!("----- end of guest console -----");
+        }
+        Err(e) => eprintln!(
+            "agent-vm: cannot read the console log {}: {e}",
+            path.display()
+        ),
+    }
+}
+
+fn print_figures(f: &scenario::Figures) {
+    println!(
+        "agent-vm: figures (wall clock on this host; emulated KVM is 10-50x slower than hardware):"
+    );
+    println!(
+        "  vmm spawn -> agent ready (first Pong): {:.3?} ({} connection attempts)",
+        f.spawn_to_ready, f.connect_attempts
+    );
+    println!(
+        "  CreatePod -> all containers running:   {:.3?}",
+        f.create_to_running
+    );
+    let mut rtts = f.exec_rtts.clone();
+    rtts.sort();
+    if let (Some(min), Some(max)) = (rtts.first(), rtts.last()) {
+        let median = rtts[rtts.len() / 2];
+        println!("  exec round trip (`true`, {} runs):     min {min:.3?}, median {median:.3?}, max {max:.3?}", rtts.len());
+    }
+    println!(
+        "  CreatePod -> OOM kill reported:        {:.3?}",
+        f.create_to_oom
+    );
+    println!(
+        "  Shutdown request -> vmm exit:          {:.3?}",
+        f.shutdown_to_exit
+    );
+    println!("  guest `free -k` with the web pod running:");
+    for l in f.guest_free.lines() {
+        println!("    {l}");
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => println!("agent-vm: PASS"),
+        Err(e) => {
+            eprintln!("agent-vm: FAIL: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let work = match &args.work_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("peapod-agent-vm-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
+    let uds = work.join("vsock.sock");
+    let console = work.join("console.log");
+    let _ = std::fs::remove_file(&uds);
+    let vargs = vmm::VmmArgs {
+        vmm: args.vmm.clone(),
+        kernel: args.kernel.clone(),
+        initrd: args.initrd.clone(),
+        vsock_uds: uds.clone(),
+        console: console.clone(),
+        memory_mib: args.memory_mib,
+        vcpus: args.vcpus,
+        cmdline: None,
+    };
+    let settings = scenario::Settings {
+        uds,
+        rootfs: args.rootfs.clone(),
+        agent_timeout: Duration::from_secs(args.agent_timeout_secs),
+        step_timeout: Duration::from_secs(args.step_timeout_secs),
+    };
+    println!(
+        "agent-vm: starting {} {}",
+        args.vmm.display(),
+        vargs.argv().join(" ")
+    );
+    let mut vm = vmm::Vmm::spawn(&vargs)?;
+    let mut figures = scenario::Figures::default();
+    let res = scenario::run(&settings, &mut vm, &mut figures);
+    if res.is_err() {
+        vm.kill();
+        print_console(&console);
+        let stderr = vm.stderr_lines();
+        if !stderr.is_empty() {
+            eprintln!("----- vmm stderr -----\n{}\n-----", stderr.join("\n"));
+        }
+        return res;
+    }
+    print_figures(&figures);
+    if std::env::var_os("PEAPOD_AGENT_VM_CONSOLE").is_some() {
+        print_console(&console);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
