@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   # guest kernel build (kernel-config/build.sh)
-  linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio xz-utils zstd dwarves kmod
+  linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio xz-utils zstd dwarves kmod make gcc libc6-dev perl gzip
   # the emulated KVM test host and the guest images
   qemu-system-x86 busybox-static
   # image store tests: a real registry on loopback, populated with skopeo

@@ -136,6 +136,11 @@ impl PodCgroup {
         sys.mkdir_all(&dir)?;
         for (controller, file, value) in limit_writes(res) {
             if self.controllers.iter().any(|c| c == controller) {
+                // Kernels without swap (CONFIG_SWAP off, as in the guest) have no
+                // memory.swap.max: nothing can be swapped, so there is nothing to limit.
+                if file == "memory.swap.max" && !sys.exists(&dir.join(file)) {
+                    continue;
+                }
                 match sys.write_file(&dir.join(file), &value) {
                     Ok(()) => {}
                     // Kernels without swap accounting have no memory.swap.max.
@@ -208,6 +213,9 @@ mod tests {
             memory_bytes: Some(64 << 20),
             pids: Some(100),
         };
+        // A kernel with swap creates memory.swap.max with the cgroup.
+        sys.write_file(Path::new("/cg/pod/app/memory.swap.max"), "max")
+            .unwrap();
         let dir = pod.create_container(&sys, "app", &res).unwrap();
         let files = sys.files.lock().unwrap().clone();
         assert_eq!(files[&dir.join("cpu.max")], "50000 100000");
@@ -217,6 +225,24 @@ mod tests {
         assert!(sys
             .calls()
             .contains(&"write /cg/pod/cgroup.subtree_control +memory".to_string()));
+    }
+
+    #[test]
+    fn swap_limit_skipped_without_swap() {
+        let sys = FakeSys::default();
+        sys.write_file(Path::new("/cg/cgroup.controllers"), "memory")
+            .unwrap();
+        let pod = PodCgroup::create(&sys, Path::new("/cg"), "pod").unwrap();
+        let res = Resources {
+            cpu_millis: None,
+            memory_bytes: Some(32 << 20),
+            pids: None,
+        };
+        let dir = pod.create_container(&sys, "hog", &res).unwrap();
+        let files = sys.files.lock().unwrap().clone();
+        assert_eq!(files[&dir.join("memory.max")], "33554432");
+        assert!(!files.contains_key(&dir.join("memory.swap.max")));
+        assert!(!sys.calls().iter().any(|c| c.contains("memory.swap.max")));
     }
 
     #[test]

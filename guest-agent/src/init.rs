@@ -60,6 +60,55 @@ pub fn guest_mounts() -> Vec<(
     ]
 }
 
+/// Where the initramfs root is bind-mounted before it becomes the agent's root.
+pub const INITRAMFS_BIND: &str = "/.peapod-root";
+
+/// `RAMFS_MAGIC` from `<linux/magic.h>` (neither nix nor libc export it).
+pub const RAMFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x8584_58f6);
+
+/// Whether a root file system of this type is the kernel's initramfs (`rootfs`: a ramfs or a
+/// tmpfs), which `pivot_root(2)` refuses with `EINVAL`.
+pub fn is_initramfs_type(fs: nix::sys::statfs::FsType) -> bool {
+    fs == RAMFS_MAGIC || fs == nix::sys::statfs::TMPFS_MAGIC
+}
+
+/// The mounts that turn the initramfs into a bind mount of itself: `(source, target, flags)`,
+/// run with the working directory changes of [`leave_initramfs`] between them.
+pub fn initramfs_bind_mounts() -> [(&'static str, &'static str, MsFlags); 2] {
+    [
+        ("/", INITRAMFS_BIND, MsFlags::MS_BIND | MsFlags::MS_REC),
+        (".", "/", MsFlags::MS_MOVE),
+    ]
+}
+
+/// Guest mode, before anything else is mounted: when `/` is the initramfs, bind-mounts it onto
+/// [`INITRAMFS_BIND`], moves that mount over `/` and chroots into it (what `switch_root` does).
+/// The agent's root is then a real mount with a parent, so the containers' `pivot_root`
+/// works; without this every container fails with `pivot_root: Invalid argument`.
+/// Returns whether the root was switched.
+pub fn leave_initramfs(sys: &dyn Sys) -> Result<bool, InitError> {
+    let fs = nix::sys::statfs::statfs("/").map_err(|e| InitError::Call("statfs /", e))?;
+    if !is_initramfs_type(fs.filesystem_type()) {
+        return Ok(false);
+    }
+    let [(bind_src, bind_dst, bind_flags), (move_src, move_dst, move_flags)] =
+        initramfs_bind_mounts();
+    let bind_dst = Path::new(bind_dst);
+    sys.mkdir_all(bind_dst)?;
+    sys.mount(Some(Path::new(bind_src)), bind_dst, None, bind_flags, None)?;
+    nix::unistd::chdir(bind_dst).map_err(|e| InitError::Call("chdir to the bind mount", e))?;
+    sys.mount(
+        Some(Path::new(move_src)),
+        Path::new(move_dst),
+        None,
+        move_flags,
+        None,
+    )?;
+    nix::unistd::chroot(".").map_err(|e| InitError::Call("chroot", e))?;
+    nix::unistd::chdir("/").map_err(|e| InitError::Call("chdir /", e))?;
+    Ok(true)
+}
+
 /// Mounts the guest's pseudo file systems; failures are logged and skipped (PID 1 goes on).
 pub fn guest_setup(sys: &dyn Sys) {
     for (src, target, fstype, flags, data) in guest_mounts() {
@@ -156,6 +205,20 @@ pub fn poweroff() -> ! {
 mod tests {
     use super::*;
     use crate::sys::fake::FakeSys;
+
+    #[test]
+    fn initramfs_is_recognised_and_bound_onto_itself() {
+        use nix::sys::statfs::{FsType, EXT4_SUPER_MAGIC, TMPFS_MAGIC};
+        assert!(is_initramfs_type(RAMFS_MAGIC));
+        assert!(is_initramfs_type(TMPFS_MAGIC));
+        assert!(!is_initramfs_type(EXT4_SUPER_MAGIC));
+        assert!(!is_initramfs_type(FsType(0x6573_5546))); // fuse
+        let [bind, mv] = initramfs_bind_mounts();
+        assert_eq!(bind.0, "/");
+        assert!(bind.2.contains(MsFlags::MS_BIND));
+        assert_eq!((mv.0, mv.1), (".", "/"));
+        assert_eq!(mv.2, MsFlags::MS_MOVE);
+    }
 
     #[test]
     fn guest_mounts_in_order() {

@@ -65,6 +65,11 @@ pub fn run(mode: Mode, state_dir: Option<PathBuf>, pid1: bool) {
             }
         }
         Mode::Vsock(_) if guest => {
+            match init::leave_initramfs(&sys) {
+                Ok(true) => log("initramfs root re-mounted as a bind mount of itself"),
+                Ok(false) => {}
+                Err(e) => log(format!("warning: {e}: containers will fail to pivot_root")),
+            }
             init::guest_setup(&sys);
             if let Err(e) = sys.mkdir_all(&state_dir) {
                 log(e);

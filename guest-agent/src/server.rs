@@ -149,7 +149,7 @@ impl Agent {
             StreamTarget::Exec(spec) => self.exec(conn, spec),
         };
         if let Err(e) = res {
-            if !matches!(e, FrameError::Closed) {
+            if !peer_left(&e) {
                 eprintln!("peapod-agent: connection: {e}");
             }
         }
@@ -271,6 +271,19 @@ impl Agent {
     }
 }
 
+/// Whether an error only means the host went away (e.g. a log follower that stopped
+/// reading): normal, not worth a line on the console.
+fn peer_left(e: &FrameError) -> bool {
+    match e {
+        FrameError::Closed => true,
+        FrameError::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ),
+        _ => false,
+    }
+}
+
 fn variant(m: &Message) -> String {
     let s = format!("{m:?}");
     s.split(['(', ' ', '{']).next().unwrap_or("").to_string()
@@ -289,5 +302,20 @@ fn handshake<S: Read + Write>(conn: &mut S) -> Result<StreamTarget, FrameError> 
             write_frame(conn, &e)?;
             Err(FrameError::Decode("expected hello".into()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_going_away_is_not_an_error() {
+        let io = |k| FrameError::Io(std::io::Error::from(k));
+        assert!(peer_left(&FrameError::Closed));
+        assert!(peer_left(&io(std::io::ErrorKind::BrokenPipe)));
+        assert!(peer_left(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(!peer_left(&io(std::io::ErrorKind::PermissionDenied)));
+        assert!(!peer_left(&FrameError::Truncated));
     }
 }

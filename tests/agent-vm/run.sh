@@ -4,7 +4,8 @@
 # busybox rootfs), then runs agent-vm-e2e where KVM works: directly on hardware KVM, else
 # inside the emulated KVM test host (tests/lib/kvm-env.sh; PEAPOD_KVM_MODE=direct|kvm-host
 # forces either). Extra arguments go to agent-vm-e2e. Exits non-zero on failure.
-# Needs root; PEAPOD_AGENT_VM_CONSOLE=1 prints the guest console on success too.
+# Needs root; PEAPOD_AGENT_VM_CONSOLE=1 prints the guest console on success too; the console
+# of the last run stays in target/static/agent-vm-console.log.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,4 +32,4 @@ source "$repo/tests/lib/kvm-env.sh"
 agent_timeout="${PEAPOD_AGENT_VM_TIMEOUT:-300}"
 kvm_env_run --timeout "$((agent_timeout + 600))" -- \
     "$bin/agent-vm-e2e" --vmm "$bin/peapod-vmm" --kernel "$vmlinux" --initrd "$initrd" \
-    --agent-timeout-secs "$agent_timeout" "$@"
+    --agent-timeout-secs "$agent_timeout" --console "$static_dir/agent-vm-console.log" "$@"

@@ -29,8 +29,16 @@ fi
 
 # The generic (not -cloud) kernel: it has kvm-amd and 9p as modules.
 kpkg="${PEAPOD_KVM_HOST_KERNEL_PKG:-}"
+generic_kernel_pkg() {
+    apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1
+}
 if [[ -z "$kpkg" ]]; then
-    kpkg="$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1)"
+    kpkg="$(generic_kernel_pkg)"
+    if [[ -z "$kpkg" ]]; then
+        log "linux-image-amd64 unknown to apt: running apt-get update"
+        apt-get update >&2
+        kpkg="$(generic_kernel_pkg)"
+    fi
 fi
 [[ "$kpkg" =~ ^linux-image-6\.1\.0-[0-9]+-amd64$ ]] || die "cannot find the generic linux-image-6.1.0-*-amd64 package (got '$kpkg'; run apt-get update?)"
 kver_pkg="$(apt-cache policy "$kpkg" | sed -n 's/^ *Candidate: //p')"

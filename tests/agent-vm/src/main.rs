@@ -1,5 +1,5 @@
 //! `agent-vm-e2e`: boots a microVM with `peapod-agent` as PID 1 and drives it over the VMM's
-//! hybrid vsock with the agent protocol; see `tests/agent-vm/run.sh` and `docs/agent-vm-e2e.md`.
+//! hybrid vsock with the agent protocol; see `tests/agent-vm/README.md`.
 
 mod hybrid;
 mod pods;
@@ -31,6 +31,9 @@ struct Args {
     /// Working directory for the socket and the console log (default: a new dir in /tmp).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Guest console log (default: console.log in the working directory).
+    #[arg(long)]
+    console: Option<PathBuf>,
     /// Busybox root filesystem inside the guest.
     #[arg(long, default_value = "/images/busybox/rootfs")]
     rootfs: String,
@@ -62,36 +65,63 @@ fn print_console(path: &std::path::Path) {
     }
 }
 
-fn print_figures(f: &scenario::Figures) {
-    println!(
-        "agent-vm: figures (wall clock on this host; emulated KVM is 10-50x slower than hardware):"
+/// `setup_us` from the VMM's `peapod-vmm: timing setup_us=N` stderr line.
+fn vmm_setup_us(stderr: &[String]) -> Option<u64> {
+    stderr.iter().find_map(|l| {
+        l.trim()
+            .strip_prefix("peapod-vmm: timing setup_us=")?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// The figures report.
+fn format_figures(f: &scenario::Figures, setup_us: Option<u64>) -> String {
+    let mut r = String::from(
+        "agent-vm: figures (wall clock on this host; emulated KVM is 10-50x slower than hardware):\n",
     );
-    println!(
-        "  vmm spawn -> agent ready (first Pong): {:.3?} ({} connection attempts)",
+    if let Some(us) = setup_us {
+        r += &format!(
+            "  vmm setup (main() -> first KVM_RUN):   {:.3} ms\n",
+            us as f64 / 1000.0
+        );
+    }
+    r += &format!(
+        "  vmm spawn -> agent ready (first Pong): {:.3?} ({} connection attempts)\n",
         f.spawn_to_ready, f.connect_attempts
     );
-    println!(
-        "  CreatePod -> all containers running:   {:.3?}",
+    r += &format!(
+        "  CreatePod -> all containers running:   {:.3?}\n",
         f.create_to_running
     );
     let mut rtts = f.exec_rtts.clone();
     rtts.sort();
     if let (Some(min), Some(max)) = (rtts.first(), rtts.last()) {
         let median = rtts[rtts.len() / 2];
-        println!("  exec round trip (`true`, {} runs):     min {min:.3?}, median {median:.3?}, max {max:.3?}", rtts.len());
+        r += &format!(
+            "  exec round trip (`true`, {} runs):     min {min:.3?}, median {median:.3?}, max {max:.3?}\n",
+            rtts.len()
+        );
     }
-    println!(
-        "  CreatePod -> OOM kill reported:        {:.3?}",
+    r += &format!(
+        "  CreatePod -> OOM kill reported:        {:.3?}\n",
         f.create_to_oom
     );
-    println!(
-        "  Shutdown request -> vmm exit:          {:.3?}",
+    if let Some((rss, hwm)) = f.agent_rss_kib {
+        r +=
+            &format!("  agent (PID 1) memory:                  VmRSS {rss} KiB, VmHWM {hwm} KiB\n");
+    }
+    r += &format!(
+        "  Shutdown request -> vmm exit:          {:.3?}\n",
         f.shutdown_to_exit
     );
-    println!("  guest `free -k` with the web pod running:");
+    r += "  guest `free -k` with the web pod running:\n";
     for l in f.guest_free.lines() {
-        println!("    {l}");
+        r += &format!("    {l}\n");
     }
+    r
 }
 
 fn main() {
@@ -112,7 +142,10 @@ fn run(args: &Args) -> Result<()> {
     };
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     let uds = work.join("vsock.sock");
-    let console = work.join("console.log");
+    let console = args
+        .console
+        .clone()
+        .unwrap_or_else(|| work.join("console.log"));
     let _ = std::fs::remove_file(&uds);
     let vargs = vmm::VmmArgs {
         vmm: args.vmm.clone(),
@@ -147,10 +180,46 @@ fn run(args: &Args) -> Result<()> {
         }
         return res;
     }
-    print_figures(&figures);
+    print!(
+        "{}",
+        format_figures(&figures, vmm_setup_us(&vm.stderr_lines()))
+    );
     if std::env::var_os("PEAPOD_AGENT_VM_CONSOLE").is_some() {
         print_console(&console);
     }
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_report() {
+        let lines = vec![
+            "x".to_string(),
+            "peapod-vmm: timing setup_us=1500".to_string(),
+        ];
+        assert_eq!(vmm_setup_us(&lines), Some(1500));
+        assert_eq!(vmm_setup_us(&[]), None);
+        let f = scenario::Figures {
+            exec_rtts: vec![
+                Duration::from_millis(3),
+                Duration::from_millis(1),
+                Duration::from_millis(2),
+            ],
+            agent_rss_kib: Some((4096, 5000)),
+            guest_free: "Mem: 1 2 3".into(),
+            ..Default::default()
+        };
+        let r = format_figures(&f, Some(1500));
+        assert!(r.contains("1.500 ms"), "{r}");
+        assert!(
+            r.contains("min 1.000ms, median 2.000ms, max 3.000ms"),
+            "{r}"
+        );
+        assert!(r.contains("VmRSS 4096 KiB, VmHWM 5000 KiB"), "{r}");
+        assert!(r.contains("    Mem: 1 2 3"), "{r}");
+    }
 }

@@ -11,6 +11,7 @@ pub const PAGE: &str = "peapod-agent-vm: hello over localhost";
 pub const HOG_LIMIT_BYTES: u64 = 32 << 20;
 /// Bytes the hog tries to hold in a shell variable (far above the limit).
 pub const HOG_BYTES: u64 = 200_000_000;
+const _: () = assert!(HOG_BYTES > 4 * HOG_LIMIT_BYTES);
 
 fn container(name: &str, rootfs: &str, script: String) -> ContainerSpec {
     ContainerSpec {
@@ -82,6 +83,19 @@ pub fn oom_pod(rootfs: &str) -> PodSpec {
     pod("oom", "agent-vm-oom", vec![hog])
 }
 
+/// One container sharing the agent's PID namespace (`shareProcessNamespace`), so `/proc/1`
+/// inside it is the agent: used to read the agent's memory, and left running for the
+/// shutdown.
+pub fn inspect_pod(rootfs: &str) -> PodSpec {
+    let mut p = pod(
+        "inspect",
+        "agent-vm-inspect",
+        vec![container("idle", rootfs, "exec sleep 100000".into())],
+    );
+    p.share_process_namespace = true;
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,7 +116,6 @@ mod tests {
     fn hog_exceeds_its_limit_and_server_serves_the_page() {
         let p = oom_pod("/r");
         assert_eq!(p.containers[0].resources.memory_bytes, Some(32 << 20));
-        assert!(HOG_BYTES > 4 * HOG_LIMIT_BYTES);
         assert!(p.containers[0].argv[2].contains("head -c 200000000 /dev/zero"));
         let w = web_pod("/r");
         assert!(w.containers[0].argv[2].contains(PAGE));

@@ -46,6 +46,8 @@ pub struct Figures {
     pub exec_rtts: Vec<Duration>,
     /// `free` in the guest with the web pod running.
     pub guest_free: String,
+    /// The agent's `VmRSS` / `VmHWM` (KiB) from its `/proc/1/status`.
+    pub agent_rss_kib: Option<(u64, u64)>,
     /// Shutdown request to the VMM's exit.
     pub shutdown_to_exit: Duration,
     /// CreatePod of the hog to its OOM kill seen in the status.
@@ -134,6 +136,12 @@ fn wait_status(
         let st = ctl.status().context("get status")?;
         if pred(&st) {
             return Ok(st);
+        }
+        if matches!(st.phase, PodPhase::Failed | PodPhase::Succeeded) {
+            bail!(
+                "the pod ended ({:?}) before {what}; status: {st:#?}",
+                st.phase
+            );
         }
         if t0.elapsed() > s.step_timeout {
             bail!(
@@ -313,6 +321,42 @@ fn oom_pod(s: &Settings, f: &mut Figures) -> Result<()> {
         pods::HOG_LIMIT_BYTES >> 20,
         f.create_to_oom
     );
+    ctl.stop_pod(Some(1)).context("stop the oom pod")?;
+    Ok(())
+}
+
+/// `VmRSS` and `VmHWM` in KiB from a `/proc/PID/status` text.
+pub fn parse_rss(status: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| -> Option<u64> {
+        status.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// A pod in the agent's PID namespace: `/proc/1` is the agent (its memory is read there);
+/// the pod stays up so the shutdown has something to stop.
+fn inspect_pod(s: &Settings, f: &mut Figures) -> Result<()> {
+    let mut ctl = control(s)?;
+    ctl.create_pod(&pods::inspect_pod(&s.rootfs))
+        .context("create the inspect pod")?;
+    wait_status(s, &mut ctl, "the inspect pod running", all_running)?;
+    let (out, err, code) = exec(s, "idle", &["cat", "/proc/1/status"])?;
+    ensure!(code == 0, "cat /proc/1/status: code {code} {err:?}");
+    ensure!(
+        out.lines()
+            .any(|l| l.starts_with("Name:") && l.contains("init")),
+        "/proc/1 in a shareProcessNamespace container is not the agent: {out:?}"
+    );
+    f.agent_rss_kib = parse_rss(&out);
+    ensure!(f.agent_rss_kib.is_some(), "no VmRSS/VmHWM in {out:?}");
+    println!("agent-vm: ok: shareProcessNamespace container sees the agent as PID 1");
     Ok(())
 }
 
@@ -341,8 +385,8 @@ fn shutdown(s: &Settings, vmm: &mut Vmm, f: &mut Figures) -> Result<()> {
     let t0 = Instant::now();
     ctl.shutdown(Some(SHUTDOWN_GRACE_S))
         .context("shutdown request")?;
-    // The guest has no pod left, so the grace period is not used; the VMM notices the
-    // halted vCPUs within its 500 ms probe period. Allow the grace plus emulation slack.
+    // The inspect pod's `sleep` ends on SIGTERM, well within the grace period; the VMM notices
+    // the halted vCPUs within its 500 ms probe period. Allow the grace plus emulation slack.
     let limit = Duration::from_secs(u64::from(SHUTDOWN_GRACE_S) + 25);
     let Some(status) = vmm.wait_timeout(limit)? else {
         bail!("the vmm still runs {limit:?} after the shutdown request");
@@ -374,6 +418,7 @@ pub fn run(s: &Settings, vmm: &mut Vmm, f: &mut Figures) -> Result<()> {
     wait_agent(s, vmm, f)?;
     web_pod(s, f)?;
     oom_pod(s, f)?;
+    inspect_pod(s, f)?;
     shutdown(s, vmm, f)
 }
 
@@ -398,6 +443,13 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn parses_rss() {
+        let st = "Name:\tinit\nVmHWM:\t    5120 kB\nVmRSS:\t    4096 kB\n";
+        assert_eq!(parse_rss(st), Some((4096, 5120)));
+        assert_eq!(parse_rss("Name:\tx\n"), None);
     }
 
     #[test]
