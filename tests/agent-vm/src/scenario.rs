@@ -251,10 +251,10 @@ fn web_pod(s: &Settings, f: &mut Figures) -> Result<()> {
     );
     check_pid1_duties(s)?;
 
-    let (out, err, code) = exec(s, "server", &["sh", "-c", "exit 7"])?;
+    let (out, err, code) = exec(s, "server", &["sh", "-c", "echo out; echo err >&2; exit 7"])?;
     ensure!(
-        code == 7,
-        "exec sh -c 'exit 7': code {code} ({out:?} {err:?})"
+        (code, out.as_str(), err.as_str()) == (7, "out\n", "err\n"),
+        "exec sh -c 'echo out; echo err >&2; exit 7': code {code}, stdout {out:?}, stderr {err:?}"
     );
     let missing = match exec(s, "client", &["/no/such/program"]) {
         Ok((_, err, code)) => {
@@ -270,7 +270,7 @@ fn web_pod(s: &Settings, f: &mut Figures) -> Result<()> {
             format!("error {msg:?}")
         }
     };
-    println!("agent-vm: ok: exec exit code 7 passes through; missing program -> {missing}");
+    println!("agent-vm: ok: exec stdout/stderr separate, exit code 7 passes through; missing program -> {missing}");
 
     for _ in 0..5 {
         let t = Instant::now();
@@ -310,6 +310,10 @@ fn oom_pod(s: &Settings, f: &mut Figures) -> Result<()> {
         reason == "OOMKilled",
         "hog over its {} MiB limit ended with code {code}, reason {reason:?} (want OOMKilled); log {log:?}; status {st:#?}",
         pods::HOG_LIMIT_BYTES >> 20
+    );
+    ensure!(
+        log.lines().next() == Some("allocating") && !log.contains("survived"),
+        "hog's log after its OOM kill: {log:?}"
     );
     ensure!(
         st.phase == PodPhase::Failed,
