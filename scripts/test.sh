@@ -20,7 +20,21 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "unit and host-mode integration tests (cargo test)"
 cargo test --workspace --locked -- --test-threads=2
 
-step "end-to-end: boot a real microVM (tests/e2e/boot.sh)"
+# The end-to-end tests boot real microVMs: directly where /dev/kvm is hardware-backed, else
+# inside the emulated KVM test host (tests/lib/kvm-env.sh decides).
+# shellcheck source=../tests/lib/kvm-env.sh
+source "$root/tests/lib/kvm-env.sh"
+kvm_mode="$(kvm_env_mode)"
+
+step "end-to-end: boot a real microVM, console + vsock both ways (tests/e2e/boot.sh, mode $kvm_mode)"
 "$root/tests/e2e/boot.sh"
+
+step "end-to-end: every way a microVM ends, SMP, big memory, console input (vmm/scripts/boot-smoke.sh)"
+smoke_args=()
+[[ "$kvm_mode" == direct ]] && smoke_args+=(--direct)
+"$root/vmm/scripts/boot-smoke.sh" "${smoke_args[@]}"
+
+step "end-to-end: the guest agent as PID 1 runs pods in a microVM (tests/agent-vm/run.sh)"
+"$root/tests/agent-vm/run.sh"
 
 step "all tests passed"

@@ -342,6 +342,22 @@ pub trait TryCloneStream: Sized {
     fn try_clone_stream(&self) -> std::io::Result<Self>;
     /// Shuts both directions down, waking any thread blocked reading it.
     fn shutdown_stream(&self) -> std::io::Result<()>;
+    /// Closes the stream once the peer has everything written to it, waiting at most
+    /// `timeout` (`SO_LINGER`). Needed before a power-off: a vsock `write` only queues the
+    /// data in the guest kernel, and a VM halted right after it never sends it.
+    fn close_delivered(self, timeout: std::time::Duration) -> std::io::Result<()>;
+}
+
+/// Sets `SO_LINGER` so that `close` blocks until the peer acknowledged the data (vsock: the
+/// device's RST answering our shutdown), at most `timeout`, then closes `fd`.
+fn linger_close(fd: OwnedFd, timeout: std::time::Duration) -> std::io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: i32::try_from(timeout.as_secs().max(1)).unwrap_or(i32::MAX),
+    };
+    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::Linger, &linger)?;
+    drop(fd);
+    Ok(())
 }
 
 impl TryCloneStream for std::os::unix::net::UnixStream {
@@ -350,6 +366,9 @@ impl TryCloneStream for std::os::unix::net::UnixStream {
     }
     fn shutdown_stream(&self) -> std::io::Result<()> {
         self.shutdown(std::net::Shutdown::Both)
+    }
+    fn close_delivered(self, timeout: std::time::Duration) -> std::io::Result<()> {
+        linger_close(OwnedFd::from(self), timeout)
     }
 }
 
@@ -360,5 +379,8 @@ impl TryCloneStream for File {
     fn shutdown_stream(&self) -> std::io::Result<()> {
         nix::sys::socket::shutdown(self.as_raw_fd(), nix::sys::socket::Shutdown::Both)
             .map_err(std::io::Error::from)
+    }
+    fn close_delivered(self, timeout: std::time::Duration) -> std::io::Result<()> {
+        linger_close(OwnedFd::from(self), timeout)
     }
 }

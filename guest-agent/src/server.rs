@@ -21,6 +21,9 @@ use crate::users;
 /// Agent version announced in the handshake.
 pub const AGENT_VERSION: &str = concat!("peapod-agent/", env!("CARGO_PKG_VERSION"));
 
+/// Longest wait for the host to receive the answer to `Shutdown` before powering off.
+pub const SHUTDOWN_REPLY_LINGER: Duration = Duration::from_secs(2);
+
 /// What the agent does on a shutdown request.
 pub type ShutdownHook = Box<dyn Fn() + Send + Sync>;
 
@@ -136,8 +139,7 @@ impl Agent {
     {
         let target = match handshake(&mut conn) {
             Ok(t) => t,
-            Err(FrameError::Closed) => return,
-            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return,
+            Err(e) if peer_left(&e) => return,
             Err(e) => {
                 eprintln!("peapod-agent: handshake failed: {e}");
                 return;
@@ -155,7 +157,7 @@ impl Agent {
         }
     }
 
-    fn control<S: Read + Write>(&self, mut conn: S) -> Result<(), FrameError> {
+    fn control<S: Read + Write + TryCloneStream>(&self, mut conn: S) -> Result<(), FrameError> {
         write_frame(
             &mut conn,
             &Message::HelloOk {
@@ -178,7 +180,12 @@ impl Agent {
             let reply = self.handle(msg);
             write_frame(&mut conn, &reply)?;
             if shutdown {
+                // The host must get its `Ok` before the VM is gone.
+                if let Err(e) = conn.close_delivered(SHUTDOWN_REPLY_LINGER) {
+                    eprintln!("peapod-agent: shutdown reply: {e}");
+                }
                 (self.on_shutdown)();
+                return Ok(());
             }
         }
     }
@@ -308,6 +315,23 @@ fn handshake<S: Read + Write>(conn: &mut S) -> Result<StreamTarget, FrameError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shutdown_reply_is_delivered_before_close() {
+        use std::os::unix::net::UnixStream;
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut a = std::fs::File::from(std::os::fd::OwnedFd::from(a));
+        write_frame(&mut a, &Message::Ok).unwrap();
+        a.close_delivered(SHUTDOWN_REPLY_LINGER).unwrap();
+        assert_eq!(read_frame(&mut b).unwrap(), Message::Ok);
+        assert!(matches!(read_frame(&mut b), Err(FrameError::Closed)));
+        let (c, mut d) = UnixStream::pair().unwrap();
+        c.close_delivered(Duration::from_millis(10)).unwrap();
+        assert!(matches!(read_frame(&mut d), Err(FrameError::Closed)));
+        // Not a socket: the failure is reported, not ignored.
+        let f = std::fs::File::open("/dev/null").unwrap();
+        assert!(f.close_delivered(Duration::from_secs(1)).is_err());
+    }
 
     #[test]
     fn a_host_going_away_is_not_an_error() {

@@ -391,7 +391,7 @@ fn shutdown(s: &Settings, vmm: &mut Vmm, f: &mut Figures) -> Result<()> {
         .context("shutdown request")?;
     // The inspect pod's `sleep` ends on SIGTERM, well within the grace period; the VMM notices
     // the halted vCPUs within its 500 ms probe period. Allow the grace plus emulation slack.
-    let limit = Duration::from_secs(u64::from(SHUTDOWN_GRACE_S) + 25);
+    let limit = Duration::from_secs(u64::from(SHUTDOWN_GRACE_S) + 10);
     let Some(status) = vmm.wait_timeout(limit)? else {
         bail!("the vmm still runs {limit:?} after the shutdown request");
     };
@@ -447,6 +447,52 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    fn fake_vmm(dir: &Path, script: &str) -> Vmm {
+        let path = dir.join("fake-vmm");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        Vmm::spawn(&crate::vmm::VmmArgs {
+            vmm: path,
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            vsock_uds: dir.join("v.sock"),
+            console: dir.join("c.log"),
+            memory_mib: 512,
+            vcpus: 2,
+            cmdline: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn waiting_for_the_agent_fails_fast_and_bounded() {
+        let dir = std::env::temp_dir().join(format!("agent-vm-wait-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = |t| Settings {
+            uds: dir.join("v.sock"),
+            rootfs: "/r".into(),
+            agent_timeout: Duration::from_millis(t),
+            step_timeout: Duration::from_secs(1),
+        };
+        // The VMM dies: reported at once, with its status, not after the timeout.
+        let mut vmm = fake_vmm(&dir, "exit 3");
+        let t0 = Instant::now();
+        let e = wait_agent(&settings(30_000), &mut vmm, &mut Figures::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("exited"), "{e:#}");
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        // Nobody answers: the timeout ends the wait, naming the last attempt.
+        let mut vmm = fake_vmm(&dir, "exec sleep 30");
+        let e = wait_agent(&settings(600), &mut vmm, &mut Figures::default()).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("did not answer") && msg.contains("v.sock"),
+            "{msg}"
+        );
+        vmm.kill();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
