@@ -7,20 +7,12 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-cd "$repo"
 log() { echo "tests/e2e/boot.sh: $*" >&2; }
-
-log "building the guest kernel (cached after the first run)"
-vmlinux="$(kernel-config/build.sh | tail -n1)"
-[[ -s "$vmlinux" ]] || { log "error: kernel build produced no vmlinux"; exit 1; }
-
-log "building static binaries"
-target=x86_64-unknown-linux-gnu
-static_dir="$repo/target/static"
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target "$target" \
-    --target-dir "$static_dir" -p vmm -p boot-probe -p peapod-e2e
-bin="$static_dir/$target/release"
+# Sets repo and changes to it.
+# shellcheck source=../lib/build-static.sh
+source "$here/../lib/build-static.sh"
+build_guest_kernel
+build_static vmm boot-probe peapod-e2e
 
 initrd="$static_dir/boot-probe-initramfs.cpio.gz"
 tests/boot-probe/make-initramfs.sh "$initrd" "$bin/boot-probe" >/dev/null

@@ -20,6 +20,17 @@ pub struct VsockConfig {
     pub uds_path: PathBuf,
 }
 
+/// A virtio-fs share: the guest mounts `shared_dir` with `mount -t virtiofs TAG DIR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// Mount tag (1-36 bytes).
+    pub tag: String,
+    /// Host directory exported to the guest.
+    pub shared_dir: PathBuf,
+    /// Refuse every write with EROFS.
+    pub read_only: bool,
+}
+
 /// Everything needed to build a VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -35,6 +46,8 @@ pub struct VmConfig {
     pub memory_mib: u64,
     /// Optional vsock device.
     pub vsock: Option<VsockConfig>,
+    /// virtio-fs shares, each on its own MMIO slot after the vsock device.
+    pub fs: Vec<FsConfig>,
     /// Serial console destination.
     pub console: ConsoleTarget,
     /// Most bytes of guest console output written (the rest is dropped).

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use vmm::config::{ConsoleTarget, VmConfig, VsockConfig};
+use vmm::config::{ConsoleTarget, FsConfig, VmConfig, VsockConfig};
 use vmm::exit::ExitStatus;
 use vmm::host_check::HostCheck;
 use vmm::vm::Vm;
@@ -51,6 +51,10 @@ struct Cli {
     /// Guest context ID of the vsock device.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=0xffff_fffe))]
     vsock_cid: u64,
+    /// Share a host directory over virtio-fs as TAG=PATH, or TAG=PATH:ro for a read-only share
+    /// (repeatable; the guest mounts it with `mount -t virtiofs TAG DIR`).
+    #[arg(long = "fs", value_name = "TAG=PATH[:ro]", value_parser = parse_fs)]
+    fs: Vec<FsConfig>,
     /// Where the guest serial console goes: a file path, or `-` for stdout.
     #[arg(long, value_name = "PATH|-", default_value = "-")]
     console: String,
@@ -79,6 +83,7 @@ impl Cli {
                 guest_cid: self.vsock_cid,
                 uds_path,
             }),
+            fs: self.fs,
             console: if self.console == "-" {
                 ConsoleTarget::Stdout
             } else {
@@ -89,6 +94,28 @@ impl Cli {
             timing,
         }
     }
+}
+
+/// Parses `TAG=PATH[:ro]`.
+fn parse_fs(spec: &str) -> Result<FsConfig, String> {
+    let (tag, rest) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("expected TAG=PATH[:ro], got {spec:?}"))?;
+    let (path, read_only) = match rest.strip_suffix(":ro") {
+        Some(path) => (path, true),
+        None => (rest, false),
+    };
+    if tag.is_empty() || tag.len() > 36 {
+        return Err(format!("tag {tag:?} must be 1-36 bytes"));
+    }
+    if path.is_empty() {
+        return Err("empty PATH".to_string());
+    }
+    Ok(FsConfig {
+        tag: tag.to_string(),
+        shared_dir: PathBuf::from(path),
+        read_only,
+    })
 }
 
 fn exit(status: ExitStatus) -> ExitCode {
@@ -160,6 +187,7 @@ mod tests {
         assert_eq!(c.memory_mib, 128);
         assert_eq!(c.console, ConsoleTarget::Stdout);
         assert_eq!(c.vsock, None);
+        assert!(c.fs.is_empty());
         assert_eq!(c.cmdline, None);
         assert!(!c.console_input);
         assert_eq!(c.console_limit, 16 << 20);
@@ -185,6 +213,10 @@ mod tests {
             "--console",
             "/tmp/con",
             "--console-input",
+            "--fs",
+            "data=/srv/data",
+            "--fs",
+            "conf=/etc/x:y:ro",
         ])
         .unwrap()
         .into_config(true);
@@ -201,6 +233,21 @@ mod tests {
         assert_eq!(c.console, ConsoleTarget::File(PathBuf::from("/tmp/con")));
         assert!(c.timing);
         assert!(c.console_input);
+        assert_eq!(
+            c.fs,
+            vec![
+                FsConfig {
+                    tag: "data".into(),
+                    shared_dir: PathBuf::from("/srv/data"),
+                    read_only: false,
+                },
+                FsConfig {
+                    tag: "conf".into(),
+                    shared_dir: PathBuf::from("/etc/x:y"),
+                    read_only: true,
+                },
+            ]
+        );
     }
 
     #[test]
@@ -212,6 +259,11 @@ mod tests {
         assert!(parse(&["--kernel", "k", "--memory-mib", "8"]).is_err());
         assert!(parse(&["--kernel", "k", "--vsock-cid", "2"]).is_err());
         assert!(parse(&["--kernel", "k", "--bogus"]).is_err());
+        assert!(parse(&["--kernel", "k", "--fs", "nopath"]).is_err());
+        assert!(parse(&["--kernel", "k", "--fs", "=/tmp"]).is_err());
+        assert!(parse(&["--kernel", "k", "--fs", "t="]).is_err());
+        let long = format!("{}=/tmp", "x".repeat(37));
+        assert!(parse(&["--kernel", "k", "--fs", &long]).is_err());
         let help = parse(&["--help"]).unwrap_err();
         assert!(!help.use_stderr());
         assert!(help.to_string().contains("143  stopped by SIGTERM"));

@@ -72,7 +72,7 @@ pub fn create_guest_ram(ranges: &[(u64, u64)]) -> Result<GuestRam, MemoryError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
+    use vm_memory::{Bytes, GuestMemory, GuestMemoryRegion};
 
     #[test]
     fn memory_is_shared_through_the_memfd() {

@@ -354,7 +354,7 @@ mod tests {
         code: &[u8],
         irqchip: bool,
     ) -> Option<(VmFd, VcpuFd, vm_memory::GuestMemoryMmap)> {
-        use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+        use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryRegion};
         let kvm = match Kvm::new() {
             Ok(kvm) => kvm,
             Err(e) => {

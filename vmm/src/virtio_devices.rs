@@ -1,6 +1,7 @@
 //! Creating the virtio devices a [`crate::config::VmConfig`] asks for.
 
-use crate::config::VsockConfig;
+use crate::config::{FsConfig, VsockConfig};
+use crate::virtio::fs::{Fs, FsError};
 use crate::virtio::vsock::{Vsock, VsockError};
 use crate::virtio::VirtioDevice;
 
@@ -10,10 +11,29 @@ pub enum VirtioDeviceError {
     /// The vsock device could not be created.
     #[error("vsock: {0}")]
     Vsock(#[from] VsockError),
+    /// A virtio-fs device could not be created.
+    #[error("virtio-fs {tag}: {source}")]
+    Fs {
+        tag: String,
+        #[source]
+        source: FsError,
+    },
 }
 
 /// The hybrid vsock device for `config`.
 pub fn vsock(config: &VsockConfig) -> Result<Box<dyn VirtioDevice>, VirtioDeviceError> {
     let dev = Vsock::new(config.guest_cid, config.uds_path.clone())?;
+    Ok(Box::new(dev))
+}
+
+/// A virtio-fs device for `config`.
+pub fn fs(config: &FsConfig) -> Result<Box<dyn VirtioDevice>, VirtioDeviceError> {
+    let dev =
+        Fs::new(&config.tag, config.shared_dir.clone(), config.read_only).map_err(|source| {
+            VirtioDeviceError::Fs {
+                tag: config.tag.clone(),
+                source,
+            }
+        })?;
     Ok(Box::new(dev))
 }

@@ -13,7 +13,7 @@ use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
-use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Address, GuestMemory, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::x86_64::vcpu_setup::{configure_vcpu, VcpuSetupError, VcpuTopology};
@@ -168,6 +168,9 @@ impl Vm {
         let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
         if let Some(vsock) = &config.vsock {
             devices.push(crate::virtio_devices::vsock(vsock)?);
+        }
+        for fs in &config.fs {
+            devices.push(crate::virtio_devices::fs(fs)?);
         }
         let mut virtio = Vec::new();
         let mut params = Vec::new();

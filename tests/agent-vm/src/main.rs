@@ -1,16 +1,15 @@
 //! `agent-vm-e2e`: boots a microVM with `peapod-agent` as PID 1 and drives it over the VMM's
 //! hybrid vsock with the agent protocol; see `tests/agent-vm/README.md`.
 
-mod hybrid;
 mod pods;
 mod scenario;
-mod vmm;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use peapod_e2e::vmm_process::{VmmArgs, VmmProcess};
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -63,18 +62,6 @@ fn print_console(path: &std::path::Path) {
             path.display()
         ),
     }
-}
-
-/// `setup_us` from the VMM's `peapod-vmm: timing setup_us=N` stderr line.
-fn vmm_setup_us(stderr: &[String]) -> Option<u64> {
-    stderr.iter().find_map(|l| {
-        l.trim()
-            .strip_prefix("peapod-vmm: timing setup_us=")?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
 }
 
 /// The figures report.
@@ -147,7 +134,7 @@ fn run(args: &Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| work.join("console.log"));
     let _ = std::fs::remove_file(&uds);
-    let vargs = vmm::VmmArgs {
+    let vargs = VmmArgs {
         vmm: args.vmm.clone(),
         kernel: args.kernel.clone(),
         initrd: args.initrd.clone(),
@@ -168,7 +155,7 @@ fn run(args: &Args) -> Result<()> {
         args.vmm.display(),
         vargs.argv().join(" ")
     );
-    let mut vm = vmm::Vmm::spawn(&vargs)?;
+    let mut vm = VmmProcess::spawn(&vargs)?;
     let mut figures = scenario::Figures::default();
     let res = scenario::run(&settings, &mut vm, &mut figures);
     if res.is_err() {
@@ -180,10 +167,7 @@ fn run(args: &Args) -> Result<()> {
         }
         return res;
     }
-    print!(
-        "{}",
-        format_figures(&figures, vmm_setup_us(&vm.stderr_lines()))
-    );
+    print!("{}", format_figures(&figures, vm.setup_us()));
     if std::env::var_os("PEAPOD_AGENT_VM_CONSOLE").is_some() {
         print_console(&console);
     }
@@ -197,12 +181,6 @@ mod tests {
 
     #[test]
     fn figures_report() {
-        let lines = vec![
-            "x".to_string(),
-            "peapod-vmm: timing setup_us=1500".to_string(),
-        ];
-        assert_eq!(vmm_setup_us(&lines), Some(1500));
-        assert_eq!(vmm_setup_us(&[]), None);
         let f = scenario::Figures {
             exec_rtts: vec![
                 Duration::from_millis(3),

@@ -11,9 +11,10 @@ use agent_protocol::{
 };
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::hybrid::{self, HybridError};
+use peapod_e2e::hybrid_vsock::{self, HybridVsockError};
+use peapod_e2e::vmm_process::VmmProcess;
+
 use crate::pods;
-use crate::vmm::Vmm;
 
 /// Agent's vsock port.
 const AGENT_PORT: u32 = agent_protocol::DEFAULT_VSOCK_PORT;
@@ -55,7 +56,7 @@ pub struct Figures {
 }
 
 fn conn(s: &Settings) -> Result<UnixStream> {
-    hybrid::connect(&s.uds, AGENT_PORT, s.step_timeout)
+    hybrid_vsock::connect_guest(&s.uds, AGENT_PORT, s.step_timeout)
         .with_context(|| format!("connect to the agent (vsock port {AGENT_PORT})"))
 }
 
@@ -65,7 +66,7 @@ fn control(s: &Settings) -> Result<ControlClient<UnixStream>> {
 
 /// Retries the hybrid connection and a `Ping` until the agent answers, the VMM exits or the
 /// timeout passes.
-pub fn wait_agent(s: &Settings, vmm: &mut Vmm, f: &mut Figures) -> Result<()> {
+pub fn wait_agent(s: &Settings, vmm: &mut VmmProcess, f: &mut Figures) -> Result<()> {
     let deadline = vmm.spawned_at + s.agent_timeout;
     let mut last = String::from("no attempt yet");
     loop {
@@ -79,7 +80,7 @@ pub fn wait_agent(s: &Settings, vmm: &mut Vmm, f: &mut Figures) -> Result<()> {
             );
         }
         f.connect_attempts += 1;
-        match hybrid::connect(&s.uds, AGENT_PORT, s.step_timeout) {
+        match hybrid_vsock::connect_guest(&s.uds, AGENT_PORT, s.step_timeout) {
             Ok(stream) => {
                 let mut c = ControlClient::new(stream).context("control handshake")?;
                 c.ping().context("ping")?;
@@ -92,8 +93,8 @@ pub fn wait_agent(s: &Settings, vmm: &mut Vmm, f: &mut Figures) -> Result<()> {
                 );
                 return Ok(());
             }
-            Err(e @ (HybridError::Connect { .. } | HybridError::Refused { .. })) => {
-                last = e.to_string();
+            Err(e @ (HybridVsockError::Connect { .. } | HybridVsockError::Refused { .. })) => {
+                last = format!("{:#}", anyhow::Error::from(e));
             }
             Err(e) => return Err(e).context("hybrid vsock handshake"),
         }
@@ -384,7 +385,7 @@ fn read_log(s: &Settings, container: &str) -> Result<String> {
 
 /// Shutdown: `Ok`, then the VMM exits with status 0 within the grace period (plus the
 /// VMM's halt detection), and its process and socket are gone.
-fn shutdown(s: &Settings, vmm: &mut Vmm, f: &mut Figures) -> Result<()> {
+fn shutdown(s: &Settings, vmm: &mut VmmProcess, f: &mut Figures) -> Result<()> {
     let mut ctl = control(s)?;
     let t0 = Instant::now();
     ctl.shutdown(Some(SHUTDOWN_GRACE_S))
@@ -418,7 +419,7 @@ fn shutdown(s: &Settings, vmm: &mut Vmm, f: &mut Figures) -> Result<()> {
 }
 
 /// The whole scenario after the VMM was spawned.
-pub fn run(s: &Settings, vmm: &mut Vmm, f: &mut Figures) -> Result<()> {
+pub fn run(s: &Settings, vmm: &mut VmmProcess, f: &mut Figures) -> Result<()> {
     wait_agent(s, vmm, f)?;
     web_pod(s, f)?;
     oom_pod(s, f)?;
@@ -430,6 +431,7 @@ pub fn run(s: &Settings, vmm: &mut Vmm, f: &mut Figures) -> Result<()> {
 mod tests {
     use super::*;
     use agent_protocol::ContainerStatus;
+    use peapod_e2e::vmm_process::VmmArgs;
 
     fn status(states: Vec<(&str, ContainerState)>) -> PodStatus {
         PodStatus {
@@ -449,12 +451,12 @@ mod tests {
         }
     }
 
-    fn fake_vmm(dir: &Path, script: &str) -> Vmm {
+    fn fake_vmm(dir: &Path, script: &str) -> VmmProcess {
         let path = dir.join("fake-vmm");
         std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        Vmm::spawn(&crate::vmm::VmmArgs {
+        VmmProcess::spawn(&VmmArgs {
             vmm: path,
             kernel: "/k".into(),
             initrd: "/i".into(),

@@ -2,9 +2,6 @@
 //! console line, both vsock exchanges, the uptime line and the VMM exit status, and prints the
 //! boot benchmark figures. Runs inside the KVM test host or directly on hardware KVM.
 
-mod hybrid_vsock;
-mod vmm_process;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,7 +10,8 @@ use boot_probe::{
     console, GUEST_PING, GUEST_PONG, GUEST_TO_HOST_PORT, HOST_PING, HOST_PONG, HOST_TO_GUEST_PORT,
 };
 use clap::Parser;
-use vmm_process::{VmmArgs, VmmProcess};
+use peapod_e2e::hybrid_vsock;
+use peapod_e2e::vmm_process::{MemoryPeak, VmmArgs, VmmProcess};
 
 /// Command line of `boot-e2e`.
 #[derive(Debug, Parser)]
@@ -59,7 +57,7 @@ struct Figures {
     boottime_at_init_us: u64,
     init_to_first_vsock_us: u64,
     total_us: u64,
-    peak: vmm_process::MemoryPeak,
+    peak: MemoryPeak,
 }
 
 fn main() {
@@ -134,7 +132,7 @@ fn run(cli: &Cli) -> Result<Figures> {
         args.vmm.display(),
         timeout.as_secs()
     );
-    let mut vm = VmmProcess::spawn(&args)?;
+    let mut vm = VmmProcess::spawn(&args)?.with_memory_sampler();
     let deadline = vm.spawned_at + timeout;
     let result = exchange(&mut vm, &listener, &uds, deadline, io_timeout);
     let total = match result {
@@ -153,7 +151,7 @@ fn run(cli: &Cli) -> Result<Figures> {
     };
 
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let status = match vm.wait_timeout(remaining.max(Duration::from_secs(30))) {
+    let status = match vm.wait_or_kill(remaining.max(Duration::from_secs(30))) {
         Ok(s) => s,
         Err(e) => {
             let e = anyhow::Error::from(e).context("the guest did not power off");

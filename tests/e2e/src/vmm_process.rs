@@ -1,5 +1,6 @@
-//! The `peapod-vmm` child process: spawning it, capturing its timing line from stderr,
-//! sampling its memory, and waiting for it with a deadline.
+//! The `peapod-vmm` child process of the end-to-end tests: spawning it with the test's
+//! options, keeping its stderr and its timing line, optionally sampling its memory, waiting
+//! for it with a deadline, and killing it if the test ends early.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -17,6 +18,9 @@ pub const TIMING_PREFIX: &str = "peapod-vmm: timing setup_us=";
 /// How often the memory sampler reads `/proc/PID/status`.
 const SAMPLE_EVERY: Duration = Duration::from_millis(2);
 
+/// How often the waits poll the child.
+const POLL_EVERY: Duration = Duration::from_millis(10);
+
 /// Errors around the VMM process.
 #[derive(Debug, Error)]
 pub enum VmmProcessError {
@@ -31,7 +35,7 @@ pub enum VmmProcessError {
     /// Waiting for the VMM failed.
     #[error("wait for the vmm")]
     Wait(#[source] std::io::Error),
-    /// The VMM did not exit before the deadline.
+    /// The VMM did not exit before the deadline (it was killed).
     #[error("the vmm did not exit within {0:?}")]
     Timeout(Duration),
 }
@@ -41,9 +45,9 @@ pub enum VmmProcessError {
 pub struct VmmArgs {
     /// `peapod-vmm` binary.
     pub vmm: PathBuf,
-    /// Guest kernel.
+    /// Guest kernel (ELF vmlinux).
     pub kernel: PathBuf,
-    /// Initramfs.
+    /// Initramfs (its `/init` is the program under test).
     pub initrd: PathBuf,
     /// Hybrid vsock Unix socket.
     pub vsock_uds: PathBuf,
@@ -57,6 +61,31 @@ pub struct VmmArgs {
     pub cmdline: Option<String>,
 }
 
+impl VmmArgs {
+    /// The command line arguments.
+    pub fn argv(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "--kernel".into(),
+            self.kernel.display().to_string(),
+            "--initrd".into(),
+            self.initrd.display().to_string(),
+            "--vsock-uds".into(),
+            self.vsock_uds.display().to_string(),
+            "--console".into(),
+            self.console.display().to_string(),
+            "--memory-mib".into(),
+            self.memory_mib.to_string(),
+            "--vcpus".into(),
+            self.vcpus.to_string(),
+        ];
+        if let Some(c) = &self.cmdline {
+            a.push("--cmdline".into());
+            a.push(c.clone());
+        }
+        a
+    }
+}
+
 /// Peak memory of the VMM process, in KiB.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryPeak {
@@ -68,7 +97,7 @@ pub struct MemoryPeak {
     pub samples: u64,
 }
 
-/// A running VMM with its stderr reader and memory sampler.
+/// A running VMM with its stderr reader and, if asked for, its memory sampler.
 pub struct VmmProcess {
     child: Child,
     /// When the process was spawned.
@@ -81,25 +110,12 @@ pub struct VmmProcess {
 }
 
 impl VmmProcess {
-    /// Spawns the VMM with `PEAPOD_VMM_TIMING=1` and starts the stderr reader and the sampler.
+    /// Spawns the VMM with `PEAPOD_VMM_TIMING=1`; its stderr is echoed with a `[vmm]` prefix
+    /// and kept, and its timing line is picked out.
     pub fn spawn(args: &VmmArgs) -> Result<Self, VmmProcessError> {
         let mut cmd = Command::new(&args.vmm);
-        cmd.arg("--kernel")
-            .arg(&args.kernel)
-            .arg("--initrd")
-            .arg(&args.initrd)
-            .arg("--vsock-uds")
-            .arg(&args.vsock_uds)
-            .arg("--console")
-            .arg(&args.console)
-            .arg("--memory-mib")
-            .arg(args.memory_mib.to_string())
-            .arg("--vcpus")
-            .arg(args.vcpus.to_string());
-        if let Some(c) = &args.cmdline {
-            cmd.arg("--cmdline").arg(c);
-        }
-        cmd.env("PEAPOD_VMM_TIMING", "1")
+        cmd.args(args.argv())
+            .env("PEAPOD_VMM_TIMING", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped());
@@ -130,20 +146,31 @@ impl VmmProcess {
             })
         });
 
-        let stop_sampler = Arc::new(AtomicBool::new(false));
-        let pid = child.id();
-        let stop = Arc::clone(&stop_sampler);
-        let sampler = thread::spawn(move || sample_memory(pid, &stop));
-
         Ok(Self {
             child,
             spawned_at,
             setup_us,
             stderr_lines,
-            stop_sampler,
-            sampler: Some(sampler),
+            stop_sampler: Arc::new(AtomicBool::new(false)),
+            sampler: None,
             stderr_reader,
         })
+    }
+
+    /// Starts sampling the VMM's memory every 2 ms (call right after [`Self::spawn`]); the
+    /// peak comes out of [`Self::finish`].
+    pub fn with_memory_sampler(mut self) -> Self {
+        if self.sampler.is_none() {
+            let pid = self.child.id();
+            let stop = Arc::clone(&self.stop_sampler);
+            self.sampler = Some(thread::spawn(move || sample_memory(pid, &stop)));
+        }
+        self
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The exit status if the VMM already exited.
@@ -151,18 +178,35 @@ impl VmmProcess {
         self.child.try_wait().map_err(VmmProcessError::Wait)
     }
 
-    /// Waits up to `timeout` for the VMM to exit; kills it on timeout.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ExitStatus, VmmProcessError> {
+    /// Waits up to `timeout`; `None` if it still runs then (it is left running). Once it
+    /// exited, its stderr has been read to the end.
+    pub fn wait_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<ExitStatus>, VmmProcessError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_wait()? {
-                return Ok(status);
+                if let Some(h) = self.stderr_reader.take() {
+                    let _ = h.join();
+                }
+                return Ok(Some(status));
             }
             if Instant::now() >= deadline {
-                self.kill();
-                return Err(VmmProcessError::Timeout(timeout));
+                return Ok(None);
             }
-            thread::sleep(Duration::from_millis(10));
+            thread::sleep(POLL_EVERY);
+        }
+    }
+
+    /// Waits up to `timeout` for the VMM to exit; kills it on timeout.
+    pub fn wait_or_kill(&mut self, timeout: Duration) -> Result<ExitStatus, VmmProcessError> {
+        match self.wait_timeout(timeout)? {
+            Some(status) => Ok(status),
+            None => {
+                self.kill();
+                Err(VmmProcessError::Timeout(timeout))
+            }
         }
     }
 
@@ -173,7 +217,7 @@ impl VmmProcess {
     }
 
     /// Stops the sampler and the stderr reader (the VMM must have exited) and returns the
-    /// timing figure and the memory peak.
+    /// timing figure and the memory peak (all zero without [`Self::with_memory_sampler`]).
     pub fn finish(&mut self) -> (Option<u64>, MemoryPeak) {
         self.stop_sampler.store(true, Ordering::Relaxed);
         let peak = self
@@ -184,8 +228,12 @@ impl VmmProcess {
         if let Some(h) = self.stderr_reader.take() {
             let _ = h.join();
         }
-        let setup = self.setup_us.lock().ok().and_then(|s| *s);
-        (setup, peak)
+        (self.setup_us(), peak)
+    }
+
+    /// `setup_us` from the VMM's timing line, if it printed one so far.
+    pub fn setup_us(&self) -> Option<u64> {
+        self.setup_us.lock().ok().and_then(|s| *s)
     }
 
     /// The VMM's stderr so far.
@@ -244,6 +292,31 @@ fn sample_memory(pid: u32, stop: &AtomicBool) -> MemoryPeak {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    fn args(vmm: &str) -> VmmArgs {
+        VmmArgs {
+            vmm: vmm.into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            vsock_uds: "/u".into(),
+            console: "/c".into(),
+            memory_mib: 512,
+            vcpus: 2,
+            cmdline: None,
+        }
+    }
+
+    /// A fake VMM: a shell script running `body`, in a fresh directory under /tmp.
+    fn fake_vmm(name: &str, body: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("peapod-e2e-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("fake-vmm");
+        std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        (dir, script)
+    }
 
     #[test]
     fn timing_line() {
@@ -273,5 +346,84 @@ mod tests {
         let peak = h.join().unwrap();
         assert!(peak.samples > 0);
         assert!(peak.rss_anon_file_kib > 0);
+    }
+
+    #[test]
+    fn argv_has_every_option() {
+        let a = args("/bin/vmm").argv().join(" ");
+        assert_eq!(
+            a,
+            "--kernel /k --initrd /i --vsock-uds /u --console /c --memory-mib 512 --vcpus 2"
+        );
+        let mut b = args("/bin/vmm");
+        b.cmdline = Some("console=ttyS0".into());
+        assert!(b
+            .argv()
+            .ends_with(&["--cmdline".into(), "console=ttyS0".into()]));
+    }
+
+    #[test]
+    fn waits_kills_and_reports_spawn_errors() {
+        let mut a = args("/bin/sh");
+        a.vmm = "/nonexistent/peapod-vmm".into();
+        assert!(matches!(
+            VmmProcess::spawn(&a),
+            Err(VmmProcessError::Spawn { .. })
+        ));
+        let (dir, script) = fake_vmm("wait", "echo started >&2\nexec sleep 30");
+        let mut v = VmmProcess::spawn(&args(&script.display().to_string())).unwrap();
+        assert!(v
+            .wait_timeout(Duration::from_millis(200))
+            .unwrap()
+            .is_none());
+        let t0 = Instant::now();
+        while v.stderr_lines().is_empty() && t0.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(v.stderr_lines(), vec!["started".to_string()]);
+        assert!(Path::new(&format!("/proc/{}", v.pid())).exists());
+        v.kill();
+        assert!(v.try_wait().unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn wait_or_kill_kills_on_timeout() {
+        let (dir, script) = fake_vmm("kill", "exec sleep 30");
+        let mut v = VmmProcess::spawn(&args(&script.display().to_string())).unwrap();
+        let t = Duration::from_millis(100);
+        assert!(matches!(
+            v.wait_or_kill(t),
+            Err(VmmProcessError::Timeout(d)) if d == t
+        ));
+        assert!(v.try_wait().unwrap().is_some(), "killed and reaped");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn timing_line_exit_status_and_memory_peak() {
+        let (dir, script) = fake_vmm(
+            "timing",
+            "echo 'peapod-vmm: timing setup_us=1500' >&2\nsleep 0.2\nexit 3",
+        );
+        let mut v = VmmProcess::spawn(&args(&script.display().to_string()))
+            .unwrap()
+            .with_memory_sampler();
+        let status = v.wait_or_kill(Duration::from_secs(10)).unwrap();
+        assert_eq!(status.code(), Some(3));
+        // The stderr reader was joined on exit: the timing line is there.
+        assert_eq!(v.setup_us(), Some(1500));
+        let (setup_us, peak) = v.finish();
+        assert_eq!(setup_us, Some(1500));
+        assert!(peak.samples > 0, "{peak:?}");
+        assert!(peak.rss_anon_file_kib > 0, "{peak:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // Without the sampler there is no peak, and no timing line means no figure.
+        let (dir, script) = fake_vmm("notiming", "echo other >&2");
+        let mut v = VmmProcess::spawn(&args(&script.display().to_string())).unwrap();
+        assert!(v.wait_or_kill(Duration::from_secs(10)).unwrap().success());
+        assert_eq!(v.finish(), (None, MemoryPeak::default()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

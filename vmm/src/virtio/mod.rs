@@ -3,6 +3,7 @@
 //!
 //! References are to the virtio specification v1.2 ("spec §x.y").
 
+pub mod fs;
 pub mod interrupt;
 pub mod mmio;
 pub mod vsock;

@@ -8,7 +8,7 @@ use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use linux_loader::loader::elf::Elf;
 use linux_loader::loader::{load_cmdline, KernelLoader};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 
 use super::layout::{
     ram_ranges, CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START, HIMEM_START, MMIO_GAP_START,
@@ -158,12 +158,12 @@ pub fn e820_map(mem_size: u64) -> Vec<boot_e820_entry> {
         boot_e820_entry {
             addr: 0,
             size: EBDA_START,
-            r#type: E820_RAM,
+            type_: E820_RAM,
         },
         boot_e820_entry {
             addr: EBDA_START,
             size: HIMEM_START - EBDA_START,
-            r#type: E820_RESERVED,
+            type_: E820_RESERVED,
         },
     ];
     for (start, size) in ram_ranges(mem_size) {
@@ -177,7 +177,7 @@ pub fn e820_map(mem_size: u64) -> Vec<boot_e820_entry> {
             map.push(boot_e820_entry {
                 addr: start,
                 size,
-                r#type: E820_RAM,
+                type_: E820_RAM,
             });
         }
     }
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn e820_small_guest() {
         let map = e820_map(256 << 20);
-        let got: Vec<_> = map.iter().map(|e| (e.addr, e.size, e.r#type)).collect();
+        let got: Vec<_> = map.iter().map(|e| (e.addr, e.size, e.type_)).collect();
         assert_eq!(
             got,
             vec![

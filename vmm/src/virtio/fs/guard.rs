@@ -1,0 +1,463 @@
+//! The file system the virtio-fs device serves: `fuse-backend-rs`'s `PassthroughFs` behind a
+//! guard that keeps an untrusted guest inside the shared directory.
+//!
+//! What `PassthroughFs` already guarantees (fuse-backend-rs 0.14, checked in its source):
+//! every name is resolved with `openat(parent, name, O_PATH | O_NOFOLLOW)` relative to the
+//! parent's fd, so a symlink is never followed on the host; names are single path components
+//! (no `/`); `..` at the root resolves to the root itself; files are only (re)opened when they
+//! are regular files or directories (`is_safe_inode`), so device nodes, FIFOs, sockets and
+//! symlinks cannot be opened; `O_CREAT` goes through `O_EXCL` first.
+//!
+//! What the guard adds: `MKNOD` is refused (no device node, FIFO or socket is ever created on
+//! the host); metadata and xattr operations by inode are refused on anything but regular files
+//! and directories (they go through `/proc/self/fd` paths); a read-only share refuses every
+//! operation that would change the host tree with `EROFS`.
+
+use std::ffi::CStr;
+use std::io;
+use std::time::Duration;
+
+use fuse_backend_rs::abi::fuse_abi::{
+    stat64, statvfs64, CreateIn, FsOptions, OpenOptions, SetattrValid,
+};
+use fuse_backend_rs::api::filesystem::{
+    Context, DirEntry, Entry, FileLock, FileSystem, GetxattrReply, ListxattrReply, ZeroCopyReader,
+    ZeroCopyWriter,
+};
+use fuse_backend_rs::passthrough::PassthroughFs;
+
+/// Inode and handle numbers as `PassthroughFs` uses them.
+type Inode = u64;
+type Handle = u64;
+
+fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+fn erofs() -> io::Error {
+    errno(libc::EROFS)
+}
+
+/// `PassthroughFs` confined as described in the module documentation.
+pub struct ConfinedFs {
+    inner: PassthroughFs<()>,
+    read_only: bool,
+}
+
+impl ConfinedFs {
+    /// Wraps an imported `PassthroughFs`.
+    pub fn new(inner: PassthroughFs<()>, read_only: bool) -> Self {
+        ConfinedFs { inner, read_only }
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.read_only {
+            Err(erofs())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Refuses inodes that are neither regular files nor directories.
+    fn check_plain(&self, ctx: &Context, inode: Inode) -> io::Result<()> {
+        let (st, _) = self.inner.getattr(ctx, inode, None)?;
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG | libc::S_IFDIR => Ok(()),
+            _ => Err(errno(libc::EPERM)),
+        }
+    }
+}
+
+/// Whether open flags ask for write access or truncation.
+fn wants_write(flags: u32) -> bool {
+    // The flag bits are small positive constants.
+    let flags = flags as i32;
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+impl FileSystem for ConfinedFs {
+    type Inode = Inode;
+    type Handle = Handle;
+
+    fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        self.inner.init(capable)
+    }
+
+    fn destroy(&self) {
+        self.inner.destroy()
+    }
+
+    fn lookup(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
+        self.inner.lookup(ctx, parent, name)
+    }
+
+    fn forget(&self, ctx: &Context, inode: Inode, count: u64) {
+        self.inner.forget(ctx, inode, count)
+    }
+
+    fn batch_forget(&self, ctx: &Context, requests: Vec<(Inode, u64)>) {
+        self.inner.batch_forget(ctx, requests)
+    }
+
+    fn getattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Option<Handle>,
+    ) -> io::Result<(stat64, Duration)> {
+        self.inner.getattr(ctx, inode, handle)
+    }
+
+    fn setattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        attr: stat64,
+        handle: Option<Handle>,
+        valid: SetattrValid,
+    ) -> io::Result<(stat64, Duration)> {
+        self.check_writable()?;
+        self.check_plain(ctx, inode)?;
+        self.inner.setattr(ctx, inode, attr, handle, valid)
+    }
+
+    fn readlink(&self, ctx: &Context, inode: Inode) -> io::Result<Vec<u8>> {
+        // Returns the link text (readlinkat on the O_PATH fd); the guest resolves it in its own
+        // namespace, so an absolute target means the guest's path, not the host's.
+        self.inner.readlink(ctx, inode)
+    }
+
+    fn symlink(
+        &self,
+        ctx: &Context,
+        linkname: &CStr,
+        parent: Inode,
+        name: &CStr,
+    ) -> io::Result<Entry> {
+        self.check_writable()?;
+        self.inner.symlink(ctx, linkname, parent, name)
+    }
+
+    fn mknod(
+        &self,
+        _ctx: &Context,
+        _inode: Inode,
+        _name: &CStr,
+        _mode: u32,
+        _rdev: u32,
+        _umask: u32,
+    ) -> io::Result<Entry> {
+        // Regular files come through CREATE; device nodes, FIFOs and sockets are never made.
+        if self.read_only {
+            return Err(erofs());
+        }
+        Err(errno(libc::EPERM))
+    }
+
+    fn mkdir(
+        &self,
+        ctx: &Context,
+        parent: Inode,
+        name: &CStr,
+        mode: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        self.check_writable()?;
+        self.inner.mkdir(ctx, parent, name, mode, umask)
+    }
+
+    fn unlink(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
+        self.inner.unlink(ctx, parent, name)
+    }
+
+    fn rmdir(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
+        self.inner.rmdir(ctx, parent, name)
+    }
+
+    fn rename(
+        &self,
+        ctx: &Context,
+        olddir: Inode,
+        oldname: &CStr,
+        newdir: Inode,
+        newname: &CStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.check_writable()?;
+        self.inner
+            .rename(ctx, olddir, oldname, newdir, newname, flags)
+    }
+
+    fn link(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        newparent: Inode,
+        newname: &CStr,
+    ) -> io::Result<Entry> {
+        self.check_writable()?;
+        self.inner.link(ctx, inode, newparent, newname)
+    }
+
+    fn open(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<(Option<Handle>, OpenOptions, Option<u32>)> {
+        if wants_write(flags) {
+            self.check_writable()?;
+        }
+        self.inner.open(ctx, inode, flags, fuse_flags)
+    }
+
+    fn create(
+        &self,
+        ctx: &Context,
+        parent: Inode,
+        name: &CStr,
+        args: CreateIn,
+    ) -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)> {
+        self.check_writable()?;
+        self.inner.create(ctx, parent, name, args)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        flags: u32,
+    ) -> io::Result<usize> {
+        self.inner
+            .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        delayed_write: bool,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<usize> {
+        self.check_writable()?;
+        self.inner.write(
+            ctx,
+            inode,
+            handle,
+            r,
+            size,
+            offset,
+            lock_owner,
+            delayed_write,
+            flags,
+            fuse_flags,
+        )
+    }
+
+    fn flush(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        lock_owner: u64,
+    ) -> io::Result<()> {
+        self.inner.flush(ctx, inode, handle, lock_owner)
+    }
+
+    fn fsync(&self, ctx: &Context, inode: Inode, datasync: bool, handle: Handle) -> io::Result<()> {
+        self.inner.fsync(ctx, inode, datasync, handle)
+    }
+
+    fn fallocate(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        self.check_writable()?;
+        self.inner
+            .fallocate(ctx, inode, handle, mode, offset, length)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn release(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        handle: Handle,
+        flush: bool,
+        flock_release: bool,
+        lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        self.inner
+            .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)
+    }
+
+    fn statfs(&self, ctx: &Context, inode: Inode) -> io::Result<statvfs64> {
+        self.inner.statfs(ctx, inode)
+    }
+
+    fn setxattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
+        self.check_writable()?;
+        self.check_plain(ctx, inode)?;
+        self.inner.setxattr(ctx, inode, name, value, flags)
+    }
+
+    fn getxattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
+        self.check_plain(ctx, inode)?;
+        self.inner.getxattr(ctx, inode, name, size)
+    }
+
+    fn listxattr(&self, ctx: &Context, inode: Inode, size: u32) -> io::Result<ListxattrReply> {
+        self.check_plain(ctx, inode)?;
+        self.inner.listxattr(ctx, inode, size)
+    }
+
+    fn removexattr(&self, ctx: &Context, inode: Inode, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
+        self.check_plain(ctx, inode)?;
+        self.inner.removexattr(ctx, inode, name)
+    }
+
+    fn opendir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+    ) -> io::Result<(Option<Handle>, OpenOptions)> {
+        self.inner.opendir(ctx, inode, flags)
+    }
+
+    fn readdir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        self.inner
+            .readdir(ctx, inode, handle, size, offset, add_entry)
+    }
+
+    fn readdirplus(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        self.inner
+            .readdirplus(ctx, inode, handle, size, offset, add_entry)
+    }
+
+    fn fsyncdir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        datasync: bool,
+        handle: Handle,
+    ) -> io::Result<()> {
+        self.inner.fsyncdir(ctx, inode, datasync, handle)
+    }
+
+    fn releasedir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        handle: Handle,
+    ) -> io::Result<()> {
+        self.inner.releasedir(ctx, inode, flags, handle)
+    }
+
+    fn access(&self, ctx: &Context, inode: Inode, mask: u32) -> io::Result<()> {
+        if self.read_only && mask & (libc::W_OK as u32) != 0 {
+            return Err(erofs());
+        }
+        self.inner.access(ctx, inode, mask)
+    }
+
+    fn lseek(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
+        self.inner.lseek(ctx, inode, handle, offset, whence)
+    }
+
+    fn getlk(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<FileLock> {
+        self.inner.getlk(ctx, inode, handle, owner, lock, flags)
+    }
+
+    fn setlk(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.inner.setlk(ctx, inode, handle, owner, lock, flags)
+    }
+
+    fn setlkw(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.inner.setlkw(ctx, inode, handle, owner, lock, flags)
+    }
+}
