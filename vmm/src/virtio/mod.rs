@@ -1,14 +1,19 @@
-//! Virtio devices for the microVM: the transport-agnostic device trait, the interrupt handle
-//! devices use to notify the driver, the virtio-mmio transport and the user-space vsock device.
+//! Virtio devices for the microVM: the transport-agnostic device trait and the activation checks
+//! every device makes, the interrupt handle devices use to notify the driver, the virtio-mmio
+//! transport, the worker-thread plumbing the devices share ([`event_loop`]) and the user-space
+//! vsock and virtio-fs devices.
 //!
 //! References are to the virtio specification v1.2 ("spec §x.y").
 
+pub mod event_loop;
 pub mod fs;
 pub mod interrupt;
 pub mod mmio;
+#[cfg(test)]
+pub(crate) mod test_driver;
 pub mod vsock;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -115,6 +120,36 @@ pub trait VirtioDevice: Send {
     fn is_activated(&self) -> bool;
 }
 
+/// The checks every device makes before it starts (see [`VirtioDevice::activate`]): not already
+/// active, one queue and one queue eventfd for each of its `expected` queues, every queue made
+/// ready by the driver.
+pub fn check_activation(
+    activated: bool,
+    queues: &[Queue],
+    queue_evts: &[EventFd],
+    expected: usize,
+) -> Result<(), ActivateError> {
+    if activated {
+        return Err(ActivateError::AlreadyActivated);
+    }
+    if queues.len() != expected {
+        return Err(ActivateError::QueueCount {
+            expected,
+            actual: queues.len(),
+        });
+    }
+    if queue_evts.len() != expected {
+        return Err(ActivateError::EventCount {
+            expected,
+            actual: queue_evts.len(),
+        });
+    }
+    if let Some(i) = queues.iter().position(|q| !q.ready()) {
+        return Err(ActivateError::QueueNotReady(i));
+    }
+    Ok(())
+}
+
 /// Copies the bytes of `config` at `offset` into `data`; bytes outside `config` read as zero.
 pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     data.fill(0);
@@ -126,4 +161,61 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     }
     let end = config.len().min(start.saturating_add(data.len()));
     data[..end - start].copy_from_slice(&config[start..end]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    fn queues(ready: &[bool]) -> Vec<Queue> {
+        ready
+            .iter()
+            .map(|&r| {
+                let mut q = Queue::new(16).unwrap();
+                q.set_ready(r);
+                q
+            })
+            .collect()
+    }
+
+    fn evts(n: usize) -> Vec<EventFd> {
+        (0..n)
+            .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn check_activation_accepts_ready_queues() {
+        check_activation(false, &queues(&[true, true]), &evts(2), 2).unwrap();
+    }
+
+    #[test]
+    fn check_activation_rejects_each_problem() {
+        let err = |activated, q: &[bool], e, expected| {
+            check_activation(activated, &queues(q), &evts(e), expected).unwrap_err()
+        };
+        assert!(matches!(
+            err(true, &[true, true], 2, 2),
+            ActivateError::AlreadyActivated
+        ));
+        assert!(matches!(
+            err(false, &[true], 2, 2),
+            ActivateError::QueueCount {
+                expected: 2,
+                actual: 1
+            }
+        ));
+        assert!(matches!(
+            err(false, &[true, true], 3, 2),
+            ActivateError::EventCount {
+                expected: 2,
+                actual: 3
+            }
+        ));
+        assert!(matches!(
+            err(false, &[true, false, true], 3, 3),
+            ActivateError::QueueNotReady(1)
+        ));
+    }
 }

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
 use log::warn;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -219,24 +219,7 @@ impl VirtioDevice for Fs {
         queues: Vec<Queue>,
         queue_evts: Vec<EventFd>,
     ) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::AlreadyActivated);
-        }
-        if queues.len() != NUM_QUEUES {
-            return Err(ActivateError::QueueCount {
-                expected: NUM_QUEUES,
-                actual: queues.len(),
-            });
-        }
-        if queue_evts.len() != NUM_QUEUES {
-            return Err(ActivateError::EventCount {
-                expected: NUM_QUEUES,
-                actual: queue_evts.len(),
-            });
-        }
-        if let Some(i) = queues.iter().position(|q| !q.ready()) {
-            return Err(ActivateError::QueueNotReady(i));
-        }
+        super::check_activation(self.worker.is_some(), &queues, &queue_evts, NUM_QUEUES)?;
         let backend = |e: String| ActivateError::Backend(e);
         let server = match self.server.take() {
             Some(s) => s,

@@ -463,7 +463,7 @@ fn rss_cost() {
     }
     let mut g = Guest::new();
     // Touch the guest memory the driver uses so that it does not count as device cost.
-    g.mem
+    g.mem()
         .write_slice(
             &vec![0u8; driver::MEM_SIZE as usize],
             vm_memory::GuestAddress(0),

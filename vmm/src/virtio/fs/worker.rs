@@ -10,10 +10,11 @@ use fuse_backend_rs::transport::{Reader, VirtioFsWriter, Writer};
 use log::{debug, error, warn};
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::guard::ConfinedFs;
+use crate::virtio::event_loop::{self, add_input, EventLoopError};
 use crate::virtio::Interrupt;
 
 /// Epoll token of the kill eventfd; queue `i` uses token `i + 1`.
@@ -22,20 +23,6 @@ const TOKEN_KILL: u64 = 0;
 /// Requests taken from one queue per loop iteration, so that one busy queue cannot starve the
 /// others or the kill event.
 const QUEUE_BUDGET: usize = 256;
-
-/// Errors that stop the worker.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// Creating the epoll instance failed.
-    #[error("failed to create epoll: {0}")]
-    Epoll(#[source] std::io::Error),
-    /// Registering one of the worker's fds with epoll failed.
-    #[error("failed to register fd with epoll: {0}")]
-    Register(#[source] std::io::Error),
-    /// Waiting on epoll failed.
-    #[error("epoll wait failed: {0}")]
-    Wait(#[source] std::io::Error),
-}
 
 /// Everything the worker thread owns.
 pub struct Worker {
@@ -56,20 +43,11 @@ impl Worker {
         }
     }
 
-    fn run_loop(&mut self) -> Result<(), WorkerError> {
-        let epoll = Epoll::new().map_err(WorkerError::Epoll)?;
-        let add = |fd: i32, token: u64| {
-            epoll
-                .ctl(
-                    ControlOperation::Add,
-                    fd,
-                    EpollEvent::new(EventSet::IN, token),
-                )
-                .map_err(WorkerError::Register)
-        };
-        add(self.kill_evt.as_raw_fd(), TOKEN_KILL)?;
+    fn run_loop(&mut self) -> Result<(), EventLoopError> {
+        let epoll = Epoll::new().map_err(EventLoopError::Epoll)?;
+        add_input(&epoll, self.kill_evt.as_raw_fd(), TOKEN_KILL)?;
         for (i, evt) in self.queue_evts.iter().enumerate() {
-            add(evt.as_raw_fd(), i as u64 + 1)?;
+            add_input(&epoll, evt.as_raw_fd(), i as u64 + 1)?;
         }
         let mut pending: Vec<bool> = vec![true; self.queues.len()];
         let mut events = vec![EpollEvent::default(); self.queues.len() + 1];
@@ -87,10 +65,8 @@ impl Worker {
                 }
             }
             let timeout = if more { 0 } else { -1 };
-            let n = match epoll.wait(timeout, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(WorkerError::Wait(e)),
+            let Some(n) = event_loop::wait(&epoll, timeout, &mut events)? else {
+                continue;
             };
             for ev in &events[..n] {
                 match ev.data() {
@@ -105,8 +81,7 @@ impl Worker {
                         else {
                             continue;
                         };
-                        // A nonblocking eventfd with nothing to read gives EAGAIN: drained.
-                        let _ = self.queue_evts[i].read();
+                        event_loop::drain(&self.queue_evts[i]);
                         pending[i] = true;
                     }
                 }
@@ -124,25 +99,25 @@ impl Worker {
             };
             let head = chain.head_index();
             let len = handle_request(&self.server, &self.mem, chain, &self.tag);
-            if let Err(e) = self.queues[q].add_used(&self.mem, head, len) {
-                warn!(
-                    "virtio-fs {}: failed to return descriptor {head}: {e}",
-                    self.tag
-                );
-            }
+            event_loop::add_used(
+                &mut self.queues[q],
+                &self.mem,
+                head,
+                len,
+                format_args!("virtio-fs {}", self.tag),
+            );
             used = true;
         }
         (used, true)
     }
 
     fn notify(&mut self, q: usize) {
-        let needed = match self.queues[q].needs_notification(&self.mem) {
-            Ok(needed) => needed,
-            Err(e) => {
-                warn!("virtio-fs {}: queue {q}: {e}", self.tag);
-                true
-            }
-        };
+        let needed = event_loop::needs_notification(
+            &mut self.queues[q],
+            &self.mem,
+            q,
+            format_args!("virtio-fs {}", self.tag),
+        );
         if needed {
             if let Err(e) = self.interrupt.signal_used_queue() {
                 warn!("virtio-fs {}: {e}", self.tag);

@@ -382,6 +382,9 @@ impl Connection {
     /// and forwarded, then the guest is told the host is gone.
     pub fn on_host_hangup(&mut self, now: Instant, timeout: std::time::Duration) {
         match self.state {
+            // The guest was already told the host is gone (end of file seen on a hung-up
+            // socket): nothing more to do.
+            ConnState::Established if self.host_gone && self.host_eof => {}
             ConnState::Established => {
                 self.host_gone = true;
                 self.tx_buf = VecDeque::new();
@@ -683,6 +686,13 @@ impl Connection {
             Err(e) => return Err(ConnError::GuestMemory(e)),
         };
         if n == 0 {
+            if !self.host_gone && host_hung_up(&self.stream) {
+                // The host closed its socket, not just its sending side: tell the guest BOTH
+                // now rather than SEND now and BOTH once the hang-up event is handled.
+                self.host_gone = true;
+                self.tx_buf = VecDeque::new();
+                self.handshake_len = 0;
+            }
             self.finish_host_input(now, timeout);
             return Ok(None);
         }
@@ -691,5 +701,34 @@ impl Connection {
         h.write_to(pkt)?;
         self.rx_cnt += Wrapping(n as u32);
         Ok(Some(PKT_HEADER_SIZE as u32 + n as u32))
+    }
+}
+
+/// Whether the host closed its socket entirely (POLLHUP), as opposed to only shutting down its
+/// sending side (end of file without POLLHUP).
+fn host_hung_up(stream: &UnixStream) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}
+
+#[cfg(test)]
+mod hangup_tests {
+    use super::host_hung_up;
+    use std::net::Shutdown;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn close_is_a_hang_up_but_half_close_is_not() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        assert!(!host_hung_up(&ours), "open peer");
+        theirs.shutdown(Shutdown::Write).unwrap();
+        assert!(!host_hung_up(&ours), "peer only stopped sending");
+        drop(theirs);
+        assert!(host_hung_up(&ours), "peer closed");
     }
 }

@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use log::warn;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -228,24 +228,7 @@ impl VirtioDevice for Vsock {
         queues: Vec<Queue>,
         queue_evts: Vec<EventFd>,
     ) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::AlreadyActivated);
-        }
-        if queues.len() != NUM_QUEUES {
-            return Err(ActivateError::QueueCount {
-                expected: NUM_QUEUES,
-                actual: queues.len(),
-            });
-        }
-        if queue_evts.len() != NUM_QUEUES {
-            return Err(ActivateError::EventCount {
-                expected: NUM_QUEUES,
-                actual: queue_evts.len(),
-            });
-        }
-        if let Some(i) = queues.iter().position(|q| !q.ready()) {
-            return Err(ActivateError::QueueNotReady(i));
-        }
+        super::check_activation(self.worker.is_some(), &queues, &queue_evts, NUM_QUEUES)?;
         let backend = |e: std::io::Error| ActivateError::Backend(e.to_string());
         let listener = match self.listener.take() {
             Some(l) => l,

@@ -10,12 +10,13 @@ use log::{debug, error, warn};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use virtio_vsock::packet::VsockPacket;
 use vm_memory::{Bytes, GuestMemoryMmap};
-use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
+use vmm_sys_util::epoll::EpollEvent;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::connection::Header;
 use super::defs::{EVENT_TRANSPORT_RESET, EVQ, MAX_PKT_DATA, NUM_QUEUES, RXQ, TXQ};
 use super::table::{ConnTable, Fill};
+use crate::virtio::event_loop::{self, add_input, drain, EventLoopError};
 use crate::virtio::Interrupt;
 
 const TOKEN_KILL: u64 = 0;
@@ -28,17 +29,6 @@ const TOKEN_CONTROL: u64 = 5;
 /// Descriptor chains taken from one queue per loop iteration, so that a guest that keeps its tx
 /// queue full cannot starve the other event sources.
 const QUEUE_BUDGET: usize = 256;
-
-/// Errors that stop the worker.
-#[derive(Debug, thiserror::Error)]
-pub enum MuxerError {
-    /// Registering one of the worker's own fds with epoll failed.
-    #[error("failed to register fd with epoll: {0}")]
-    Register(#[source] std::io::Error),
-    /// Waiting on epoll failed.
-    #[error("epoll wait failed: {0}")]
-    Wait(#[source] std::io::Error),
-}
 
 /// Everything the worker thread owns.
 pub struct Muxer {
@@ -80,17 +70,9 @@ impl Muxer {
         }
     }
 
-    fn register(&self) -> Result<(), MuxerError> {
+    fn register(&self) -> Result<(), EventLoopError> {
         let epoll = self.table.epoll();
-        let add = |fd: i32, token: u64| {
-            epoll
-                .ctl(
-                    ControlOperation::Add,
-                    fd,
-                    EpollEvent::new(EventSet::IN, token),
-                )
-                .map_err(MuxerError::Register)
-        };
+        let add = |fd: i32, token: u64| add_input(epoll, fd, token);
         add(self.kill_evt.as_raw_fd(), TOKEN_KILL)?;
         add(self.queue_evts[RXQ].as_raw_fd(), TOKEN_RXQ)?;
         add(self.queue_evts[TXQ].as_raw_fd(), TOKEN_TXQ)?;
@@ -111,7 +93,7 @@ impl Muxer {
         table.into_listener()
     }
 
-    fn run_loop(&mut self) -> Result<(), MuxerError> {
+    fn run_loop(&mut self) -> Result<(), EventLoopError> {
         self.register()?;
         // Queue notifications may have come before the loop started.
         self.process_tx();
@@ -120,10 +102,8 @@ impl Muxer {
         let mut events = vec![EpollEvent::default(); 64];
         loop {
             let timeout = self.epoll_timeout_ms();
-            let n = match self.table.epoll().wait(timeout, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(MuxerError::Wait(e)),
+            let Some(n) = event_loop::wait(self.table.epoll(), timeout, &mut events)? else {
+                continue;
             };
             let now = Instant::now();
             for ev in &events[..n] {
@@ -263,13 +243,12 @@ impl Muxer {
             if !std::mem::take(used) {
                 continue;
             }
-            match self.queues[i].needs_notification(&self.mem) {
-                Ok(needed) => signal |= needed,
-                Err(e) => {
-                    warn!("vsock: queue {i}: {e}");
-                    signal = true;
-                }
-            }
+            signal |= event_loop::needs_notification(
+                &mut self.queues[i],
+                &self.mem,
+                i,
+                format_args!("vsock"),
+            );
         }
         if signal {
             if let Err(e) = self.interrupt.signal_used_queue() {
@@ -280,12 +259,5 @@ impl Muxer {
 }
 
 fn add_used(queue: &mut Queue, mem: &GuestMemoryMmap, head: u16, len: u32) {
-    if let Err(e) = queue.add_used(mem, head, len) {
-        warn!("vsock: failed to return descriptor {head}: {e}");
-    }
-}
-
-fn drain(evt: &EventFd) {
-    // A nonblocking eventfd with nothing to read returns EAGAIN; either way it is drained.
-    let _ = evt.read();
+    event_loop::add_used(queue, mem, head, len, format_args!("vsock"));
 }

@@ -1,11 +1,6 @@
-//! The test guest driver for the vsock device tests: split virtqueues laid out in
-//! `GuestMemoryMmap` memory, descriptor chains put on them, used rings read back, plus helpers
-//! for the host side's Unix sockets.
-//!
-//! The rings are laid out here rather than with `virtio_queue::mock::MockSplitQueue`: in
-//! virtio-queue 0.18 the mock places the used ring over the second half of the available ring
-//! (its ring end is computed in elements, not bytes), which corrupts both once more than half
-//! of the ring has been used, as the longer tests do.
+//! The test guest driver for the vsock device tests: packets put as descriptor chains on the
+//! shared test rings ([`crate::virtio::test_driver`]) and read back from the used rings, plus
+//! helpers for the host side's Unix sockets.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -13,76 +8,37 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-use virtio_queue::{Queue, QueueT};
 use virtio_vsock::packet::PKT_HEADER_SIZE;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
+use crate::virtio::test_driver::Rings;
 use crate::virtio::vsock::connection::Header;
 use crate::virtio::vsock::defs::{op, EVQ, HOST_CID, RXQ, TXQ, TYPE_STREAM};
 use crate::virtio::vsock::{Vsock, VsockLimits};
-use crate::virtio::{Interrupt, VirtioDevice};
+
+pub(super) use crate::virtio::test_driver::{new_mem, BUF_START, MEM_SIZE, WAIT};
 
 pub(super) const CID: u64 = 3;
-pub(super) const QSIZE: u16 = 256;
-pub(super) const MEM_SIZE: u64 = 0x100_0000;
-pub(super) const BUF_START: u64 = 0x10_0000;
 pub(super) const RX_DATA: u32 = 4096;
-pub(super) const WAIT: Duration = Duration::from_secs(5);
+/// How often the driver looks at a used ring.
+const POLL: Duration = Duration::from_millis(1);
 
-/// Guest addresses of one split virtqueue (spec §2.7): descriptor table, available ring and
-/// used ring, each in its own page.
-#[derive(Clone, Copy)]
-pub(super) struct Vq {
-    desc: u64,
-    avail: u64,
-    used: u64,
-}
-
-impl Vq {
-    pub(super) fn at(base: u64) -> Self {
-        Vq {
-            desc: base,
-            avail: base + 0x1000,
-            used: base + 0x2000,
-        }
-    }
-
-    /// A device-side queue over this layout, as a driver would configure it.
-    pub(super) fn queue(&self) -> Queue {
-        let mut q = Queue::new(QSIZE).unwrap();
-        q.set_size(QSIZE);
-        q.set_desc_table_address(Some(self.desc as u32), Some((self.desc >> 32) as u32));
-        q.set_avail_ring_address(Some(self.avail as u32), Some((self.avail >> 32) as u32));
-        q.set_used_ring_address(Some(self.used as u32), Some((self.used >> 32) as u32));
-        q.set_ready(true);
-        q
-    }
-}
-
-/// The guest side: three split queues in guest memory and a bump allocator for buffers.
+/// The guest side: three split queues in guest memory (rx, tx, event) and the buffers given to
+/// the device.
 pub(super) struct Guest<'a> {
     pub(super) mem: &'a GuestMemoryMmap,
-    pub(super) qs: [Vq; 3],
-    pub(super) kicks: Vec<EventFd>,
-    pub(super) next_desc: [u16; 3],
-    pub(super) seen_used: [u16; 3],
-    pub(super) next_buf: u64,
+    rings: Rings<3>,
     pub(super) rx_bufs: HashMap<u32, (u64, u64)>,
     pub(super) ev_bufs: HashMap<u32, u64>,
 }
 
 impl<'a> Guest<'a> {
+    /// Queues in `mem` (the rings share its memory).
     pub(super) fn new(mem: &'a GuestMemoryMmap) -> Self {
         Guest {
             mem,
-            qs: [Vq::at(0x1_0000), Vq::at(0x2_0000), Vq::at(0x3_0000)],
-            kicks: Vec::new(),
-            next_desc: [0; 3],
-            seen_used: [0; 3],
-            next_buf: BUF_START,
+            rings: Rings::new(mem.clone(), POLL),
             rx_bufs: HashMap::new(),
             ev_bufs: HashMap::new(),
         }
@@ -90,81 +46,25 @@ impl<'a> Guest<'a> {
 
     /// Activates `dev` with this guest's queues.
     pub(super) fn activate(&mut self, dev: &mut Vsock) -> EventFd {
-        let queues: Vec<Queue> = self.qs.iter().map(Vq::queue).collect();
-        let evts: Vec<EventFd> = (0..3)
-            .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
-            .collect();
-        self.kicks = evts.iter().map(|e| e.try_clone().unwrap()).collect();
-        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let irq_copy = irq.try_clone().unwrap();
-        dev.activate(self.mem.clone(), Interrupt::new(irq), queues, evts)
-            .unwrap();
-        irq_copy
-    }
-
-    pub(super) fn read_u16(&self, addr: u64) -> u16 {
-        u16::from_le(self.mem.read_obj(GuestAddress(addr)).unwrap())
-    }
-
-    pub(super) fn avail_idx(&self, q: usize) -> u16 {
-        self.read_u16(self.qs[q].avail + 2)
-    }
-
-    pub(super) fn used_idx(&self, q: usize) -> u16 {
-        self.read_u16(self.qs[q].used + 2)
+        self.rings.activate(dev)
     }
 
     pub(super) fn alloc(&mut self, len: u64) -> u64 {
-        let len = len.max(1).next_multiple_of(64);
-        if self.next_buf + len > MEM_SIZE {
-            self.next_buf = BUF_START;
-        }
-        let addr = self.next_buf;
-        self.next_buf += len;
-        addr
+        self.rings.alloc(len)
     }
 
     /// Puts a chain of (addr, len, device-writable) buffers on queue `q`; returns its head.
     pub(super) fn add_chain(&mut self, q: usize, bufs: &[(u64, u32, bool)]) -> u16 {
-        let n = bufs.len() as u16;
-        if self.next_desc[q] + n > QSIZE {
-            self.next_desc[q] = 0;
-        }
-        let head = self.next_desc[q];
-        let descs: Vec<RawDescriptor> = bufs
-            .iter()
-            .enumerate()
-            .map(|(i, &(addr, len, write))| {
-                let i = i as u16;
-                let mut flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
-                let mut next = 0;
-                if i + 1 < n {
-                    flags |= VRING_DESC_F_NEXT as u16;
-                    next = head + i + 1;
-                }
-                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
-            })
-            .collect();
-        let vq = self.qs[q];
-        for (i, d) in descs.into_iter().enumerate() {
-            let addr = vq.desc + 16 * u64::from(head + i as u16);
-            self.mem.write_obj(d, GuestAddress(addr)).unwrap();
-        }
-        // Publish the chain: ring entry first, then the index (spec §2.7.13).
-        let idx = self.avail_idx(q);
-        let slot = vq.avail + 4 + 2 * u64::from(idx % QSIZE);
-        self.mem
-            .write_obj(head.to_le(), GuestAddress(slot))
-            .unwrap();
-        self.mem
-            .write_obj(idx.wrapping_add(1).to_le(), GuestAddress(vq.avail + 2))
-            .unwrap();
-        self.next_desc[q] += n;
-        head
+        self.rings.add_chain(q, bufs)
     }
 
     pub(super) fn kick(&self, q: usize) {
-        self.kicks[q].write(1).unwrap();
+        self.rings.kick(q);
+    }
+
+    /// Next used element of queue `q`, if one arrives within `timeout`.
+    pub(super) fn next_used(&mut self, q: usize, timeout: Duration) -> Option<(u32, u32)> {
+        self.rings.next_used(q, timeout)
     }
 
     /// Sends one packet on the tx queue.
@@ -246,24 +146,6 @@ impl<'a> Guest<'a> {
         self.kick(EVQ);
     }
 
-    /// Next used element of queue `q`, if one arrives within `timeout`.
-    pub(super) fn next_used(&mut self, q: usize, timeout: Duration) -> Option<(u32, u32)> {
-        let start = Instant::now();
-        loop {
-            if self.used_idx(q) != self.seen_used[q] {
-                let slot = self.qs[q].used + 4 + 8 * u64::from(self.seen_used[q] % QSIZE);
-                let id: u32 = self.mem.read_obj(GuestAddress(slot)).unwrap();
-                let len: u32 = self.mem.read_obj(GuestAddress(slot + 4)).unwrap();
-                self.seen_used[q] = self.seen_used[q].wrapping_add(1);
-                return Some((u32::from_le(id), u32::from_le(len)));
-            }
-            if start.elapsed() > timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
     /// Next packet the device delivered on the rx queue.
     pub(super) fn try_recv(&mut self, timeout: Duration) -> Option<(Header, Vec<u8>)> {
         let (id, len) = self.next_used(RXQ, timeout)?;
@@ -289,7 +171,7 @@ impl<'a> Guest<'a> {
 
     /// Waits until the device consumed the tx chains sent so far.
     pub(super) fn wait_tx_done(&mut self) {
-        while self.seen_used[TXQ] != self.avail_idx(TXQ) {
+        while self.rings.seen_used(TXQ) != self.rings.avail_idx(TXQ) {
             self.next_used(TXQ, WAIT).expect("tx chain consumed");
         }
     }
@@ -307,10 +189,6 @@ pub(super) fn ghdr(src_port: u32, dst_port: u32, op: u16) -> Header {
         buf_alloc: 64 * 1024,
         ..Header::default()
     }
-}
-
-pub(super) fn new_mem() -> GuestMemoryMmap {
-    GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap()
 }
 
 pub(super) fn new_dev(dir: &Path, limits: VsockLimits) -> (Vsock, PathBuf) {
