@@ -16,20 +16,9 @@ fragment="$here/microvm.config"
 cache_root="${PEAPOD_CACHE:-/var/cache/peapod}/kernel"
 
 # Build dependencies (Debian package names).
-deps=(linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio xz-utils dwarves make gcc libc6-dev perl)
-missing=()
-for p in "${deps[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$p")
-    fi
-done
-if ((${#missing[@]})); then
-    log "installing missing packages: ${missing[*]}"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; then
-        apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
-fi
+# shellcheck source=../scripts/lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/apt.sh"
+ensure_packages linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio xz-utils dwarves make gcc libc6-dev perl
 
 src_version="$(dpkg-query -W -f='${Version}' linux-source-6.1)"
 frag_hash="$(sha256sum "$fragment" | cut -c1-16)"

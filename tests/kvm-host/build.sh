@@ -14,18 +14,9 @@ die() { log "error: $*"; exit 1; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache_root="${PEAPOD_CACHE:-/var/cache/peapod}/kvm-host"
 
-need_pkgs=(qemu-system-x86 busybox-static kmod cpio gzip)
-missing=()
-for p in "${need_pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    log "installing missing packages: ${missing[*]}"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; then
-        apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
-fi
+# shellcheck source=../../scripts/lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/apt.sh"
+ensure_packages qemu-system-x86 busybox-static kmod cpio gzip
 
 # The generic (not -cloud) kernel: it has kvm-amd and 9p as modules.
 kpkg="${PEAPOD_KVM_HOST_KERNEL_PKG:-}"
