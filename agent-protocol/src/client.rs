@@ -29,7 +29,11 @@ pub enum ClientError {
 
 fn unexpected(m: &Message) -> ClientError {
     let mut s = format!("{m:?}");
-    s.truncate(200);
+    let mut end = s.len().min(200);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
     ClientError::Unexpected(s)
 }
 
@@ -260,5 +264,24 @@ impl<S: Read + Write> ExecSession<S> {
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         &self.stream
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unexpected_truncates_multibyte_text_on_a_char_boundary() {
+        // A hostile agent answers with a message full of multi-byte characters: its Debug
+        // text must be cut without panicking inside a character.
+        for pad in 0..4 {
+            let agent = format!("{}{}", "a".repeat(pad), "é".repeat(120));
+            let m = Message::HelloOk { agent };
+            match unexpected(&m) {
+                ClientError::Unexpected(s) => assert!(s.len() <= 200 && !s.is_empty()),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

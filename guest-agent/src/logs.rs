@@ -2,7 +2,8 @@
 //! become bounded `P` chunks), keeps a bounded ring per container for late readers and fans
 //! records out to attached readers through bounded queues.
 //!
-//! Drop policy: a reader whose queue holds more than [`READER_QUEUE_BYTES`] loses new records
+//! Drop policy: a reader whose queue holds more than [`READER_QUEUE_BYTES`] (or
+//! [`READER_QUEUE_RECORDS`] records, which bounds empty lines) loses new records
 //! (counted and reported to it as `LogsDropped`); the container and other readers never wait.
 
 use std::collections::VecDeque;
@@ -18,6 +19,10 @@ use agent_protocol::{LogRecord, LogSource, StreamKind};
 pub const RING_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes a reader may have queued before records are dropped for it.
 pub const READER_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// Records of history kept per container (bounds zero-byte records too).
+pub const RING_RECORDS: usize = 64 * 1024;
+/// Records a reader may have queued before records are dropped for it.
+pub const READER_QUEUE_RECORDS: usize = 64 * 1024;
 /// Size of each read from a container pipe.
 pub const READ_CHUNK: usize = 64 * 1024;
 
@@ -125,7 +130,9 @@ impl ReaderQueue {
 
     fn push(&self, rec: &Arc<LogRecord>) {
         let mut st = self.lock();
-        if st.bytes + rec.data.len() > READER_QUEUE_BYTES {
+        if st.bytes + rec.data.len() > READER_QUEUE_BYTES
+            || st.records.len() >= READER_QUEUE_RECORDS
+        {
             st.dropped += 1;
         } else {
             st.bytes += rec.data.len();
@@ -226,7 +233,7 @@ impl LogBuffer {
             }
             st.ring_bytes += rec.data.len();
             st.ring.push_back(rec);
-            while st.ring_bytes > RING_BYTES {
+            while st.ring_bytes > RING_BYTES || st.ring.len() > RING_RECORDS {
                 match st.ring.pop_front() {
                     Some(old) => st.ring_bytes -= old.data.len(),
                     None => break,
@@ -393,6 +400,21 @@ mod tests {
             ReaderItem::Records(r) => assert_eq!(r.len(), 4),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn empty_lines_keep_ring_and_queue_bounded() {
+        // A container printing only newlines makes zero-byte records: they must not grow the
+        // ring or a slow reader's queue without bound.
+        let log = LogBuffer::default();
+        let q = log.attach(LogSource::Both, None, true);
+        let n = RING_RECORDS.max(READER_QUEUE_RECORDS) + 10;
+        for _ in 0..n / 1000 + 1 {
+            log.publish((0..1000).map(|_| rec(StreamKind::Stdout, b"")).collect());
+        }
+        assert!(log.lock().ring.len() <= RING_RECORDS);
+        assert!(q.lock().records.len() <= READER_QUEUE_RECORDS);
+        assert!(q.lock().dropped > 0);
     }
 
     #[test]

@@ -549,7 +549,10 @@ impl Store {
         let mut out = Vec::new();
         for (name, rec) in refs.refs {
             let size = match self.read_manifest(&rec.manifest) {
-                Ok(m) => m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>(),
+                Ok(m) => m
+                    .layers
+                    .iter()
+                    .fold(m.config.size, |acc, l| acc.saturating_add(l.size)),
                 Err(_) => 0,
             };
             out.push(ImageInfo {
@@ -709,5 +712,42 @@ impl Store {
             rootfs: self.rootfs(&rec.manifest)?,
             manifest_digest: rec.manifest,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_survives_hostile_descriptor_sizes() {
+        // Blobs already in the store are not re-fetched, so a later manifest's descriptor
+        // sizes are never checked against them: summing them must not overflow.
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let config = store.put_blob_bytes(b"{}").unwrap();
+        let layer = store.put_blob_bytes(b"layer").unwrap();
+        let d = |digest: &Digest, size: u64| Descriptor {
+            media_type: crate::manifest::OCI_LAYER_TAR.to_string(),
+            digest: digest.clone(),
+            size,
+            platform: None,
+            annotations: BTreeMap::new(),
+        };
+        let m = Manifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.to_string()),
+            config: d(&config, u64::MAX),
+            layers: vec![d(&layer, u64::MAX), d(&layer, u64::MAX)],
+        };
+        let md = store
+            .put_blob_bytes(&serde_json::to_vec(&m).unwrap())
+            .unwrap();
+        store
+            .set_ref(&ImageRef::parse("hostile:1").unwrap(), &md)
+            .unwrap();
+        let list = store.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].size, u64::MAX);
     }
 }

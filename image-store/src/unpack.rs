@@ -120,12 +120,25 @@ pub fn apply_layer<R: Read>(
     }
     // Directory modes last, so read-only directories do not block their own children.
     for (path, mode, mtime) in layer.dir_modes.into_iter().rev() {
+        if !is_real_dir(root, &path) {
+            // Replaced (by a symlink that chmod would follow) or removed by a later entry.
+            continue;
+        }
         let full = root.join(&path);
         fs::set_permissions(&full, fs::Permissions::from_mode(mode)).map_err(io_err(&full))?;
         let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
         filetime::set_symlink_file_times(&full, t, t).map_err(io_err(&full))?;
     }
     Ok(())
+}
+
+/// Whether every component of `rel` under `root` is a directory and none is a symlink.
+fn is_real_dir(root: &Path, rel: &Path) -> bool {
+    let mut p = root.to_path_buf();
+    rel.components().all(|c| {
+        p.push(c);
+        fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
+    })
 }
 
 /// Splits an entry name into normal components, refusing `..` and absolute names.
@@ -488,6 +501,41 @@ mod tests {
         let l = layer(|b| link(b, tar::EntryType::Link, "hl", "../outside/x"));
         assert!(apply_layer(&inner, &l[..], Compression::None, opts()).is_err());
         assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn replaced_directory_mode_does_not_follow_symlinks_out() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("outside");
+        let inner = root.path().join("r");
+        fs::create_dir_all(outside.join("b")).unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(outside.join("b"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir(&inner).unwrap();
+        let dir = |b: &mut tar::Builder<Vec<u8>>, path: &str| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(0);
+            h.set_mode(0o700);
+            h.set_entry_type(tar::EntryType::Directory);
+            b.append_data(&mut h, path, io::empty()).unwrap();
+        };
+        // A directory entry later replaced by an absolute symlink (which, on the host, names a
+        // host path), and a nested directory whose parent is replaced the same way.
+        let target = outside.display().to_string();
+        let l = layer(|b| {
+            dir(b, "d/");
+            link(b, tar::EntryType::Symlink, "d", &target);
+            dir(b, "a/");
+            dir(b, "a/b/");
+            link(b, tar::EntryType::Symlink, "a", &target);
+        });
+        apply_layer(&inner, &l[..], Compression::None, opts()).unwrap();
+        assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o7777, 0o755);
+        assert_eq!(
+            fs::metadata(outside.join("b")).unwrap().mode() & 0o7777,
+            0o755
+        );
     }
 
     #[test]

@@ -8,10 +8,11 @@
 //! are regular files or directories (`is_safe_inode`), so device nodes, FIFOs, sockets and
 //! symlinks cannot be opened; `O_CREAT` goes through `O_EXCL` first.
 //!
-//! What the guard adds: `MKNOD` is refused (no device node, FIFO or socket is ever created on
-//! the host); metadata and xattr operations by inode are refused on anything but regular files
-//! and directories (they go through `/proc/self/fd` paths); a read-only share refuses every
-//! operation that would change the host tree with `EROFS`.
+//! What the guard adds: `MKNOD` and a rename with `RENAME_WHITEOUT` (which leaves a character
+//! device) are refused (no device node, FIFO or socket is ever created on the host); metadata
+//! and xattr operations by inode are refused on anything but regular files and directories
+//! (they go through `/proc/self/fd` paths); a read-only share refuses every operation that
+//! would change the host tree with `EROFS`.
 
 use std::ffi::CStr;
 use std::io;
@@ -186,6 +187,11 @@ impl FileSystem for ConfinedFs {
         flags: u32,
     ) -> io::Result<()> {
         self.check_writable()?;
+        // RENAME_WHITEOUT leaves a whiteout, a character device, at the old name: refused like
+        // MKNOD.
+        if flags & libc::RENAME_WHITEOUT != 0 {
+            return Err(errno(libc::EPERM));
+        }
         self.inner
             .rename(ctx, olddir, oldname, newdir, newname, flags)
     }

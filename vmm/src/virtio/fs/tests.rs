@@ -8,8 +8,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
 use fuse_backend_rs::abi::fuse_abi::{
-    CreateIn, EntryOut, InitIn, MkdirIn, MknodIn, Opcode, OpenIn, OpenOut, ReadIn, SetattrIn,
-    WriteIn,
+    CreateIn, EntryOut, InitIn, MkdirIn, MknodIn, Opcode, OpenIn, OpenOut, ReadIn, Rename2In,
+    SetattrIn, WriteIn,
 };
 use vm_memory::{ByteValued, Bytes};
 
@@ -391,6 +391,56 @@ fn writable_share_writes() {
     let r = g.request(Opcode::Write as u32, e.nodeid, &msg, OUT);
     assert_eq!(r.hdr.error, 0);
     assert_eq!(std::fs::read(share.join("new")).unwrap(), data);
+}
+
+/// RENAME2 with `RENAME_WHITEOUT` leaves a whiteout, a character device (0, 0), at the old
+/// name: it is refused like MKNOD, while the other RENAME2 flags keep working.
+#[test]
+fn rename_whiteout_makes_no_device_node() {
+    use std::os::unix::fs::FileTypeExt;
+    let (_tmp, share) = layout();
+    let (_dev, mut g) = session(&share, false);
+    let rename2 = |g: &mut Guest, from: &str, to: &str, flags: u32| {
+        let arg = Rename2In {
+            newdir: 1,
+            flags,
+            padding: 0,
+        };
+        let mut msg = arg.as_slice().to_vec();
+        msg.extend(cname(from));
+        msg.extend(cname(to));
+        g.request(Opcode::Rename2 as u32, 1, &msg, OUT)
+    };
+    let r = rename2(&mut g, "hello.txt", "moved", libc::RENAME_WHITEOUT);
+    assert_eq!(errno(&r), libc::EPERM, "rename with RENAME_WHITEOUT");
+    let meta = std::fs::symlink_metadata(share.join("hello.txt")).unwrap();
+    assert!(
+        !meta.file_type().is_char_device(),
+        "a whiteout device node was made on the host"
+    );
+    assert!(meta.is_file());
+    assert!(!share.join("moved").exists());
+    // The same with other flags mixed in.
+    let r = rename2(
+        &mut g,
+        "hello.txt",
+        "moved",
+        libc::RENAME_WHITEOUT | libc::RENAME_NOREPLACE,
+    );
+    assert_eq!(errno(&r), libc::EPERM);
+    assert!(std::fs::symlink_metadata(share.join("hello.txt"))
+        .unwrap()
+        .is_file());
+    // Plain and RENAME_NOREPLACE renames still work.
+    let r = rename2(&mut g, "hello.txt", "moved", libc::RENAME_NOREPLACE);
+    assert_eq!(r.hdr.error, 0, "rename2 noreplace: errno {}", errno(&r));
+    let r = rename2(&mut g, "moved", "back", 0);
+    assert_eq!(r.hdr.error, 0, "rename2: errno {}", errno(&r));
+    let names: Vec<_> = std::fs::read_dir(&share)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("back")]);
 }
 
 #[test]
