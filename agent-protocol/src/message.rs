@@ -476,6 +476,28 @@ fn argv(v: &[String]) -> Result<(), ValidationError> {
 }
 
 impl ContainerSpec {
+    /// A container running `argv` with `env` in `rootfs`, with every optional setting at its
+    /// default: working directory `/`, the image's user, no mounts, no limits, no TTY or stdin.
+    pub fn new(
+        name: impl Into<String>,
+        rootfs: impl Into<String>,
+        argv: Vec<String>,
+        env: Vec<EnvVar>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            rootfs: rootfs.into(),
+            argv,
+            env,
+            working_dir: None,
+            user: None,
+            mounts: Vec::new(),
+            resources: Resources::default(),
+            tty: false,
+            stdin: false,
+        }
+    }
+
     /// Checks every bound of the container spec.
     pub fn validate(&self) -> Result<(), ValidationError> {
         name("container name", &self.name)?;

@@ -47,20 +47,16 @@ fn main() {
 
     let mut agent = spawn_agent(&sock);
     let mut ctl = connect_control(&sock);
-    let ctr = |name: &str, script: &str| ContainerSpec {
-        name: name.into(),
-        rootfs: rootfs.display().to_string(),
-        argv: vec!["sh".into(), "-c".into(), script.into()],
-        env: vec![EnvVar {
-            name: "PATH".into(),
-            value: "/bin".into(),
-        }],
-        working_dir: None,
-        user: None,
-        mounts: vec![],
-        resources: Resources::default(),
-        tty: false,
-        stdin: false,
+    let ctr = |name: &str, script: &str| {
+        ContainerSpec::new(
+            name,
+            rootfs.display().to_string(),
+            vec!["sh".into(), "-c".into(), script.into()],
+            vec![EnvVar {
+                name: "PATH".into(),
+                value: "/bin".into(),
+            }],
+        )
     };
     let pod = |n: usize| PodSpec {
         name: "bench".into(),

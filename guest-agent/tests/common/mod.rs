@@ -97,21 +97,15 @@ impl Agent {
     }
 
     pub fn container(&self, name: &str, script: &str) -> ContainerSpec {
-        ContainerSpec {
-            name: name.into(),
-            rootfs: self.rootfs.display().to_string(),
-            argv: vec!["sh".into(), "-c".into(), script.into()],
-            env: vec![EnvVar {
+        ContainerSpec::new(
+            name,
+            self.rootfs.display().to_string(),
+            vec!["sh".into(), "-c".into(), script.into()],
+            vec![EnvVar {
                 name: "PATH".into(),
                 value: "/bin".into(),
             }],
-            working_dir: None,
-            user: None,
-            mounts: vec![],
-            resources: Resources::default(),
-            tty: false,
-            stdin: false,
-        }
+        )
     }
 
     pub fn exec(&self, container: &str, argv: &[&str]) -> (String, String, i32) {

@@ -1,7 +1,7 @@
 //! The pods the test creates in the guest: a two-container web pod (httpd + wget over
 //! `localhost`) and a one-container pod that exceeds its memory limit.
 
-use agent_protocol::{ContainerSpec, EnvVar, PodSpec, Resources, RestartPolicy};
+use agent_protocol::{ContainerSpec, EnvVar, PodSpec, RestartPolicy};
 
 /// Hostname of the web pod (checked with `exec hostname`).
 pub const HOSTNAME: &str = "agent-vm-web";
@@ -14,21 +14,15 @@ pub const HOG_BYTES: u64 = 200_000_000;
 const _: () = assert!(HOG_BYTES > 4 * HOG_LIMIT_BYTES);
 
 fn container(name: &str, rootfs: &str, script: String) -> ContainerSpec {
-    ContainerSpec {
-        name: name.into(),
-        rootfs: rootfs.into(),
-        argv: vec!["sh".into(), "-c".into(), script],
-        env: vec![EnvVar {
+    ContainerSpec::new(
+        name,
+        rootfs,
+        vec!["sh".into(), "-c".into(), script],
+        vec![EnvVar {
             name: "PATH".into(),
             value: "/usr/sbin:/usr/bin:/sbin:/bin".into(),
         }],
-        working_dir: None,
-        user: None,
-        mounts: vec![],
-        resources: Resources::default(),
-        tty: false,
-        stdin: false,
-    }
+    )
 }
 
 fn pod(name: &str, hostname: &str, containers: Vec<ContainerSpec>) -> PodSpec {
