@@ -178,6 +178,8 @@ impl VcpuHandle {
     /// Asks the vCPU thread to check whether its vCPU is stopped for good; the answer is in
     /// [`VcpuHandle::is_stopped`] shortly after.
     pub fn probe(&self) {
+        // A vCPU that does not answer this round must not count with an earlier answer.
+        self.probe.stopped.store(false, Ordering::SeqCst);
         self.probe.requested.store(true, Ordering::SeqCst);
         self.kick();
     }

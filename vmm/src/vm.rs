@@ -335,6 +335,13 @@ impl Vm {
 
 /// How often the vCPUs are probed for a guest that halted all its CPUs.
 const HALT_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Consecutive probe rounds that must find every vCPU stopped before the guest counts as
+/// stopped. One round is not enough: a live Linux vCPU also halts with interrupts off for a
+/// moment (waiting on a paravirtual spinlock), and the vCPUs answer a round at different
+/// instants, so a single round can see every vCPU "stopped" in a running guest (seen as a VMM
+/// exiting 0 in the middle of a 2-vCPU boot). A real halt or power-off stays that way.
+const HALT_CONFIRM_ROUNDS: u32 = 4;
 /// Most bytes of console input read at once.
 const CONSOLE_INPUT_CHUNK: usize = 64;
 
@@ -357,6 +364,7 @@ fn lock_serial(serial: &Mutex<SerialDevice>) -> std::sync::MutexGuard<'_, Serial
 
 fn wait_for_exit(mut w: Watched<'_>) -> Result<VmExit, VmError> {
     let mut probed = false;
+    let mut stopped_rounds = 0u32;
     let mut next_probe = Instant::now() + HALT_PROBE_INTERVAL;
     loop {
         let mut fds = vec![
@@ -406,7 +414,12 @@ fn wait_for_exit(mut w: Watched<'_>) -> Result<VmExit, VmError> {
             // The answers to the previous probe round are in; a guest whose vCPUs are all
             // halted with interrupts off has stopped itself.
             if probed && w.vcpus.iter().all(VcpuHandle::is_stopped) {
-                return Ok(VmExit::GuestStopped);
+                stopped_rounds += 1;
+                if stopped_rounds >= HALT_CONFIRM_ROUNDS {
+                    return Ok(VmExit::GuestStopped);
+                }
+            } else {
+                stopped_rounds = 0;
             }
             w.vcpus.iter().for_each(VcpuHandle::probe);
             probed = true;
