@@ -103,6 +103,14 @@ impl<S: Read + Write> ControlClient<S> {
         }
     }
 
+    /// Facts about the guest (uptime, memory).
+    pub fn guest_info(&mut self) -> Result<GuestInfo, ClientError> {
+        match self.request(&Message::GetGuestInfo)? {
+            Message::GuestInfo(g) => Ok(g),
+            m => Err(unexpected(&m)),
+        }
+    }
+
     /// Signals a container's first process.
     pub fn kill(&mut self, container: &str, signal: i32) -> Result<(), ClientError> {
         self.expect_ok(&Message::KillContainer {

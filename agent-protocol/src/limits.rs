@@ -24,3 +24,7 @@ pub const MAX_LOG_CHUNK: usize = 16 * 1024;
 pub const MAX_LOG_RECORDS: usize = 1024;
 /// Largest stdin/stdout/stderr data frame of an exec session.
 pub const MAX_DATA: usize = 256 * 1024;
+/// Most pod file systems (image roots and volumes).
+pub const MAX_FILESYSTEMS: usize = 64;
+/// Longest virtio-fs tag (the device's config field is 36 bytes).
+pub const MAX_FS_TAG: usize = 36;

@@ -156,6 +156,52 @@ pub struct PodSpec {
     /// TEST KNOB: base of the restart back-off in milliseconds instead of the real 10 s.
     /// Only for tests; `None` in production. The cap scales by the same factor.
     pub test_backoff_base_ms: Option<u64>,
+    /// File systems the agent mounts, in order, before any container starts: image roots and
+    /// volumes shared over virtio-fs, `Memory` emptyDirs as tmpfs. Container `rootfs` and
+    /// mount `source` paths point into them.
+    pub filesystems: Vec<PodFilesystem>,
+    /// Size limit of the tmpfs holding the containers' writable layers (the agent's default
+    /// when `None`); a container that fills it gets `ENOSPC`, nothing reaches the host.
+    pub scratch_bytes: Option<u64>,
+}
+
+/// What backs a [`PodFilesystem`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FsSource {
+    /// A virtio-fs device with this tag (`mount -t virtiofs TAG DIR`).
+    VirtioFs {
+        /// The device tag.
+        tag: String,
+    },
+    /// A tmpfs in guest memory.
+    Tmpfs {
+        /// Size limit in bytes (the kernel's default, half of RAM, when `None`).
+        size_bytes: Option<u64>,
+    },
+}
+
+/// A file system the agent mounts for the pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodFilesystem {
+    /// Absolute mount point in the agent's view; created when missing.
+    pub mount_point: String,
+    /// What to mount.
+    pub source: FsSource,
+    /// Mount read-only.
+    pub read_only: bool,
+}
+
+/// Facts about the guest, for benchmarks and `describe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestInfo {
+    /// Time since the guest kernel started (`CLOCK_BOOTTIME`), in nanoseconds.
+    pub uptime_ns: u64,
+    /// When the agent was ready to accept connections, on the same clock.
+    pub agent_ready_ns: u64,
+    /// `MemTotal` of `/proc/meminfo`, in bytes.
+    pub mem_total_bytes: u64,
+    /// `MemAvailable` of `/proc/meminfo`, in bytes.
+    pub mem_available_bytes: u64,
 }
 
 /// The pod phase.
@@ -311,6 +357,10 @@ pub enum Message {
         /// Description.
         message: String,
     },
+    /// host -> agent: report [`GuestInfo`].
+    GetGuestInfo,
+    /// agent -> host: the answer to [`Message::GetGuestInfo`].
+    GuestInfo(GuestInfo),
     /// agent -> host on a log stream: records.
     Logs(Vec<LogRecord>),
     /// agent -> host on a log stream: records were dropped because this reader was slow.
@@ -560,6 +610,19 @@ impl PodSpec {
         if let Some(r) = &self.resolv_conf {
             s("resolv.conf", r, MAX_ARG)?;
         }
+        n("filesystems", &self.filesystems, MAX_FILESYSTEMS)?;
+        for f in &self.filesystems {
+            abs_path("filesystem mount point", &f.mount_point)?;
+            if let FsSource::VirtioFs { tag } = &f.source {
+                if tag.is_empty() {
+                    return Err(ValidationError::Invalid {
+                        field: "virtio-fs tag",
+                        reason: "empty",
+                    });
+                }
+                s("virtio-fs tag", tag, MAX_FS_TAG)?;
+            }
+        }
         Ok(())
     }
 }
@@ -648,6 +711,8 @@ impl Message {
                 Ok(())
             }
             Message::GetStatus
+            | Message::GetGuestInfo
+            | Message::GuestInfo(_)
             | Message::StopPod { .. }
             | Message::Shutdown { .. }
             | Message::Ping

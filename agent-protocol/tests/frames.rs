@@ -50,6 +50,8 @@ fn pod() -> PodSpec {
         active_deadline_seconds: Some(600),
         resolv_conf: Some("nameserver 10.0.2.3\n".into()),
         test_backoff_base_ms: None,
+        filesystems: Vec::new(),
+        scratch_bytes: None,
     }
 }
 

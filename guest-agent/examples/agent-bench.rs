@@ -73,6 +73,8 @@ fn main() {
         active_deadline_seconds: None,
         resolv_conf: Some(String::new()),
         test_backoff_base_ms: None,
+        filesystems: Vec::new(),
+        scratch_bytes: None,
     };
     for n in [1usize, 4] {
         let mut times = Vec::new();

@@ -259,6 +259,8 @@ pub fn pod(name: &str, containers: Vec<ContainerSpec>) -> PodSpec {
         active_deadline_seconds: None,
         resolv_conf: Some("nameserver 127.0.0.1\n".into()),
         test_backoff_base_ms: None,
+        filesystems: Vec::new(),
+        scratch_bytes: None,
     }
 }
 

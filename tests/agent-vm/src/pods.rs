@@ -39,6 +39,8 @@ fn pod(name: &str, hostname: &str, containers: Vec<ContainerSpec>) -> PodSpec {
         active_deadline_seconds: None,
         resolv_conf: Some("nameserver 127.0.0.1\n".into()),
         test_backoff_base_ms: None,
+        filesystems: Vec::new(),
+        scratch_bytes: None,
     }
 }
 
