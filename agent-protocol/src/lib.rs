@@ -8,6 +8,7 @@
 pub mod client;
 pub mod cri;
 pub mod frame;
+pub mod hybrid_vsock;
 pub mod limits;
 pub mod message;
 

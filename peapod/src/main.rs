@@ -4,8 +4,11 @@
 //! a `run` function returning the process exit code; adding a family is one enum variant and
 //! one match arm here.
 
+mod bench_cmd;
 mod images_cmd;
 mod manifest_cmds;
+mod pod_cmds;
+mod run_cmd;
 
 use std::process::ExitCode;
 
@@ -35,6 +38,16 @@ enum Command {
     Images(images_cmd::ListArgs),
     /// Remove image references from the local store.
     Rmi(images_cmd::RmArgs),
+    /// Run a pod in a microVM in the foreground: stream its logs, exit with its result.
+    Run(run_cmd::RunArgs),
+    /// Run a command in a container of a running pod.
+    Exec(pod_cmds::ExecArgs),
+    /// Print a container's logs.
+    Logs(pod_cmds::LogsArgs),
+    /// Delete a pod (stopping it first when it runs).
+    Delete(pod_cmds::DeleteArgs),
+    /// Benchmarks: `bench boot` times each phase of a pod's start.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +60,11 @@ fn main() -> ExitCode {
         Command::Pull(args) => images_cmd::run_pull(args),
         Command::Images(args) => images_cmd::run_images(args),
         Command::Rmi(args) => images_cmd::run_rmi(args),
+        Command::Run(args) => run_cmd::run(args),
+        Command::Exec(args) => pod_cmds::run_exec(args),
+        Command::Logs(args) => pod_cmds::run_logs(args),
+        Command::Delete(args) => pod_cmds::run_delete(args),
+        Command::Bench(args) => bench_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,486 @@
+//! Running one prepared pod in a microVM, from creating its directory to removing what it
+//! leaves: the VMM, the agent conversation, log followers, signals, and the final status.
+//!
+//! Whatever happens (the pod ends, a signal, the VMM or the agent dies, an error), the VMM is
+//! reaped, host bind mounts are detached, emptyDir data and the vsock socket are removed, and
+//! with `remove` the whole pod directory goes too.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use agent_protocol::{ContainerState, GuestInfo, PodPhase, PodStatus, StreamKind};
+use serde::Serialize;
+
+use crate::agent::{AgentAddr, AgentError};
+use crate::assets::Assets;
+use crate::events::EventTracker;
+use crate::logs::{self, LogEvent};
+use crate::outcome;
+use crate::prepare::Prepared;
+use crate::state::{PodDir, PodRecord, StateError};
+use crate::translate::{self, TranslateError};
+use crate::vm::{Vm, VmError, VmSpec};
+use crate::volumes::{Layout, VolumeError};
+
+/// Errors of a pod run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The pod directory could not be made (e.g. the name is taken).
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Volumes could not be set up.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    /// The pod cannot be expressed for the agent.
+    #[error(transparent)]
+    Translate(#[from] TranslateError),
+    /// The VMM failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The agent failed.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// The VM ended while the pod was running.
+    #[error("the microVM exited unexpectedly ({status}){details}")]
+    Crashed {
+        /// The VMM's exit status.
+        status: String,
+        /// Console and VMM output tails.
+        details: String,
+    },
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl RunError {
+    /// Whether this is bad input (found before the VM started) rather than a failure.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            RunError::State(StateError::Running { .. } | StateError::Exists { .. })
+                | RunError::Volume(VolumeError::HostPath { .. })
+                | RunError::Translate(TranslateError::Unsupported { .. })
+        )
+    }
+}
+
+/// Where a run's output goes.
+pub trait Output {
+    /// A container's log line.
+    fn log_line(&mut self, container: &str, stream: StreamKind, text: &[u8]);
+    /// A progress or event line.
+    fn event(&mut self, text: &str);
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `PEAPOD_ROOT`.
+    pub root: PathBuf,
+    /// VMM, kernel, initramfs.
+    pub assets: Assets,
+    /// Remove the pod directory at the end (`--rm`).
+    pub remove: bool,
+    /// How long the agent may take to answer after the VMM started.
+    pub boot_timeout: Duration,
+    /// How often the status is polled.
+    pub poll_interval: Duration,
+    /// Stop the pod as soon as every app container runs (for benchmarks).
+    pub stop_when_running: bool,
+    /// Extra guest kernel parameters.
+    pub extra_cmdline: Option<String>,
+    /// When the command started (timeline origin).
+    pub t0: Instant,
+}
+
+/// When each phase was reached, measured from [`RunOptions::t0`] on the host clock.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timeline {
+    /// The VMM process was spawned.
+    pub vmm_started: Option<Duration>,
+    /// The guest kernel started (host time of the guest info answer minus the guest uptime).
+    pub kernel_entry: Option<Duration>,
+    /// The agent was ready (on the guest clock, placed after the kernel entry).
+    pub agent_ready: Option<Duration>,
+    /// The host had a working control connection.
+    pub agent_connected: Option<Duration>,
+    /// The first container was seen running.
+    pub first_running: Option<Duration>,
+    /// Every app container was seen running.
+    pub all_running: Option<Duration>,
+    /// The VMM exited.
+    pub vmm_exited: Option<Duration>,
+}
+
+/// What a run ended with.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// Exit code for the shell.
+    pub exit_code: u8,
+    /// The last status seen.
+    pub status: Option<PodStatus>,
+    /// Phase times.
+    pub timeline: Timeline,
+    /// VMM memory once all containers ran: (own RSS KiB, guest memory touched KiB).
+    pub vmm_rss_kib: Option<(u64, u64)>,
+    /// Guest facts once all containers ran.
+    pub guest: Option<GuestInfo>,
+}
+
+#[derive(Serialize)]
+struct FinalStatus<'a> {
+    exit_code: u8,
+    interrupted_by_signal: Option<i32>,
+    status: Option<&'a PodStatus>,
+}
+
+/// Undoes what the run made, whatever way it ends.
+struct Cleanup {
+    dir: Option<PodDir>,
+    layout: Layout,
+    remove: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.layout.teardown();
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_file(dir.vsock());
+            let _ = crate::state::remove_tree(&dir.files());
+            if self.remove {
+                if let Err(e) = dir.remove() {
+                    eprintln!("peapod: warning: {e}");
+                }
+            }
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn all_running(s: &PodStatus) -> bool {
+    !s.containers.is_empty()
+        && s.containers
+            .iter()
+            .all(|c| matches!(c.state, ContainerState::Running { .. }))
+}
+
+fn any_running(s: &PodStatus) -> bool {
+    s.init_containers
+        .iter()
+        .chain(&s.containers)
+        .any(|c| matches!(c.state, ContainerState::Running { .. }))
+}
+
+fn tail_of(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Runs `prepared` to its end (or until a signal arrives on `signals`).
+pub fn run_pod(
+    prepared: Prepared,
+    opts: &RunOptions,
+    signals: &Receiver<i32>,
+    out: &mut dyn Output,
+) -> Result<RunResult, RunError> {
+    let plan = &prepared.plan;
+    let dir = PodDir::create(&opts.root, &plan.namespace, &plan.name)?;
+    let mut cleanup = Cleanup {
+        dir: None,
+        layout: Layout::default(),
+        remove: opts.remove,
+    };
+    dir.write_file("pod.yaml", prepared.manifest.text.as_bytes())?;
+    dir.write_json(
+        "pod.json",
+        &PodRecord {
+            namespace: plan.namespace.clone(),
+            name: plan.name.clone(),
+            uid: plan.uid.clone(),
+            init_containers: plan
+                .init_containers
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
+            containers: plan.containers.iter().map(|c| c.name.clone()).collect(),
+            owner_pid: std::process::id(),
+        },
+    )?;
+    let dir_path = dir.path().to_path_buf();
+    let log_files: Vec<(String, PathBuf)> = plan
+        .init_containers
+        .iter()
+        .chain(&plan.containers)
+        .map(|c| (c.name.clone(), dir.log_file(&c.name)))
+        .collect();
+    let vsock = dir.vsock();
+    let console = dir.console();
+    cleanup.dir = Some(dir);
+    // A pod whose set-up fails before the VM starts leaves nothing, not even its directory.
+    let setup = (|| {
+        cleanup.layout =
+            Layout::build(plan, &prepared.image_roots, &prepared.host_paths, &dir_path)?;
+        let scratch = plan.vm.memory_mib.saturating_mul(MIB) / 2;
+        let spec =
+            translate::pod_spec(plan, &prepared.image_roots, &cleanup.layout, Some(scratch))?;
+        Ok::<_, RunError>(spec)
+    })();
+    let spec = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            cleanup.remove = true;
+            return Err(e);
+        }
+    };
+    let vm_spec = VmSpec {
+        vmm: opts.assets.vmm.clone(),
+        kernel: opts.assets.kernel.clone(),
+        initrd: opts.assets.initrd.clone(),
+        vcpus: plan.vm.vcpus,
+        memory_mib: plan.vm.memory_mib,
+        vsock_uds: vsock.clone(),
+        console: console.clone(),
+        shares: cleanup.layout.shares.clone(),
+        extra_cmdline: opts.extra_cmdline.clone(),
+    };
+    let mut vm = Vm::spawn(&vm_spec)?;
+    let mut tl = Timeline {
+        vmm_started: Some(opts.t0.elapsed()),
+        ..Timeline::default()
+    };
+    out.event(&format!(
+        "pod {}/{}: microVM started (pid {}, {} vCPU, {} MiB, {} virtio-fs shares)",
+        plan.namespace,
+        plan.name,
+        vm.pid(),
+        plan.vm.vcpus,
+        plan.vm.memory_mib,
+        vm_spec.shares.len()
+    ));
+    let crashed = |vm: &mut Vm, status: String| RunError::Crashed {
+        status,
+        details: format!(
+            "\n--- last console lines ({}):\n{}\n--- vmm:\n{}",
+            console.display(),
+            tail_of(&console, 15),
+            vm.stderr_tail().join("\n")
+        ),
+    };
+    let addr = AgentAddr::new(&vsock);
+    let mut interrupted: Option<i32> = None;
+    let ready = {
+        let mut alive = || {
+            if let Ok(sig) = signals.try_recv() {
+                interrupted = Some(sig);
+                return Err(format!("interrupted by signal {sig} while the VM booted"));
+            }
+            match vm.try_wait() {
+                Ok(Some(s)) => Err(format!("vmm exited during boot ({s})")),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        addr.wait_ready(opts.boot_timeout, &mut alive)
+    };
+    let mut control = match ready {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(sig) = interrupted {
+                drop(vm);
+                return Ok(interrupted_result(sig, tl));
+            }
+            return Err(match vm.try_wait()? {
+                Some(s) => crashed(&mut vm, s.to_string()),
+                None => e.into(),
+            });
+        }
+    };
+    let connected = opts.t0.elapsed();
+    tl.agent_connected = Some(connected);
+    if let Ok(g) = control.guest_info() {
+        let kernel = connected.saturating_sub(Duration::from_nanos(g.uptime_ns));
+        tl.kernel_entry = Some(kernel);
+        tl.agent_ready = Some(kernel + Duration::from_nanos(g.agent_ready_ns));
+    }
+    control.create_pod(&spec).map_err(AgentError::from)?;
+    let (tx, rx) = mpsc::channel();
+    let mut followers: Vec<JoinHandle<()>> = Vec::new();
+    for (name, file) in &log_files {
+        followers.push(
+            logs::follow(addr.clone(), name.clone(), file.clone(), tx.clone())
+                .map_err(RunError::Thread)?,
+        );
+    }
+    drop(tx);
+    let mut tracker = EventTracker::default();
+    let mut status: Option<PodStatus> = None;
+    let mut result_rss = None;
+    let mut guest = None;
+    let mut open_logs = log_files.len();
+    let mut last_poll = Instant::now() - opts.poll_interval;
+    let mut shutdown: Option<JoinHandle<()>> = None;
+    let grace = Duration::from_secs(plan.termination_grace_period_seconds);
+    let mut stop_deadline: Option<Instant> = None;
+    let mut final_seen: Option<Instant> = None;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(5).min(opts.poll_interval)) {
+            Ok(ev) => {
+                handle_log(ev, out, &mut open_logs);
+                continue;
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+        }
+        if let Ok(sig) = signals.try_recv() {
+            if interrupted.is_none() && shutdown.is_none() {
+                interrupted = Some(sig);
+                out.event(&format!(
+                    "signal {sig}: stopping the pod (grace period {} s; again to kill it)",
+                    grace.as_secs()
+                ));
+                shutdown = Some(start_shutdown(&addr, grace)?);
+                stop_deadline = Some(Instant::now() + grace + Duration::from_secs(60));
+            } else {
+                out.event("killing the microVM");
+                vm.kill()?;
+            }
+        }
+        if let Some(s) = vm.try_wait()? {
+            tl.vmm_exited = Some(opts.t0.elapsed());
+            if shutdown.is_none() {
+                return Err(crashed(&mut vm, s.to_string()));
+            }
+            break;
+        }
+        if stop_deadline.is_some_and(|d| Instant::now() >= d) {
+            out.event("the pod did not stop in time: killing the microVM");
+            vm.kill()?;
+            continue;
+        }
+        if shutdown.is_some() {
+            continue;
+        }
+        if last_poll.elapsed() < opts.poll_interval {
+            continue;
+        }
+        last_poll = Instant::now();
+        let st = match control.status() {
+            Ok(s) => s,
+            Err(e) => {
+                if vm.try_wait()?.is_some() {
+                    continue; // reported as a crash above
+                }
+                return Err(AgentError::from(e).into());
+            }
+        };
+        for e in tracker.update(&st) {
+            out.event(&e);
+        }
+        if tl.first_running.is_none() && any_running(&st) {
+            tl.first_running = Some(opts.t0.elapsed());
+        }
+        if tl.all_running.is_none() && all_running(&st) {
+            tl.all_running = Some(opts.t0.elapsed());
+            result_rss = vm.rss_kib();
+            guest = control.guest_info().ok();
+        }
+        let done = matches!(st.phase, PodPhase::Succeeded | PodPhase::Failed);
+        let bench_done = opts.stop_when_running && tl.all_running.is_some();
+        status = Some(st);
+        if done || bench_done {
+            // Let the followers deliver the last lines (their streams end when the
+            // containers are final), then stop the VM.
+            let since = *final_seen.get_or_insert_with(Instant::now);
+            if open_logs > 0 && !bench_done && since.elapsed() < Duration::from_secs(5) {
+                continue;
+            }
+            shutdown = Some(start_shutdown(&addr, grace)?);
+            stop_deadline = Some(Instant::now() + grace + Duration::from_secs(60));
+        }
+    }
+    if let Some(h) = shutdown {
+        let _ = h.join();
+    }
+    for f in followers {
+        let _ = f.join();
+    }
+    while let Ok(ev) = rx.try_recv() {
+        handle_log(ev, out, &mut open_logs);
+    }
+    let exit_code = match interrupted {
+        Some(sig) => u8::try_from(128 + sig).unwrap_or(1),
+        None => status
+            .as_ref()
+            .map_or(outcome::EXIT_RUNTIME, outcome::exit_code),
+    };
+    if let Some(dir) = &cleanup.dir {
+        dir.write_json(
+            "status.json",
+            &FinalStatus {
+                exit_code,
+                interrupted_by_signal: interrupted,
+                status: status.as_ref(),
+            },
+        )?;
+    }
+    drop(vm);
+    drop(cleanup);
+    Ok(RunResult {
+        exit_code,
+        status,
+        timeline: tl,
+        vmm_rss_kib: result_rss,
+        guest,
+    })
+}
+
+fn interrupted_result(sig: i32, timeline: Timeline) -> RunResult {
+    RunResult {
+        exit_code: u8::try_from(128 + sig).unwrap_or(1),
+        status: None,
+        timeline,
+        vmm_rss_kib: None,
+        guest: None,
+    }
+}
+
+fn handle_log(ev: LogEvent, out: &mut dyn Output, open: &mut usize) {
+    match ev {
+        LogEvent::Line {
+            container,
+            stream,
+            text,
+        } => out.log_line(&container, stream, &text),
+        LogEvent::Dropped { container, records } => out.event(&format!(
+            "container {container}: {records} log records dropped (the host fell behind)"
+        )),
+        LogEvent::End { container, error } => {
+            *open = open.saturating_sub(1);
+            if let Some(e) = error {
+                out.event(&format!("container {container}: log stream ended: {e}"));
+            }
+        }
+    }
+}
+
+/// Asks the agent, on its own connection and thread, to stop the pod within `grace` and
+/// power the VM off.
+fn start_shutdown(addr: &AgentAddr, grace: Duration) -> Result<JoinHandle<()>, RunError> {
+    let addr = addr.clone();
+    thread::Builder::new()
+        .name("shutdown".into())
+        .spawn(move || {
+            let r = addr
+                .control(grace + Duration::from_secs(30))
+                .and_then(|mut c| Ok(c.shutdown(None)?));
+            if let Err(e) = r {
+                eprintln!("peapod: shutdown request: {e}");
+            }
+        })
+        .map_err(RunError::Thread)
+}
