@@ -83,8 +83,8 @@ pub fn run_apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         Some(DryRun::Client | DryRun::Server) => check_and_print(&args.files),
         Some(DryRun::None) | None => {
             eprintln!(
-                "error: running pods is not implemented yet; use `peapod apply --dry-run -f FILE` \
-                 (or `peapod validate -f FILE`) to validate manifests"
+                "error: background pods (apply/create) are not implemented yet; run a pod in the \
+                 foreground with `peapod run -f FILE`, or validate with `peapod apply --dry-run -f FILE`"
             );
             Ok(ExitCode::from(EXIT_NOT_IMPLEMENTED))
         }
