@@ -31,6 +31,16 @@ pub struct FsConfig {
     pub read_only: bool,
 }
 
+/// A virtio-fs device served by an external vhost-user back-end (virtiofsd) listening on
+/// `socket`; the guest mounts it with `mount -t virtiofs TAG DIR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhostUserFsConfig {
+    /// Mount tag (1-36 bytes).
+    pub tag: String,
+    /// The back-end's Unix socket.
+    pub socket: PathBuf,
+}
+
 /// Everything needed to build a VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -48,6 +58,8 @@ pub struct VmConfig {
     pub vsock: Option<VsockConfig>,
     /// virtio-fs shares, each on its own MMIO slot after the vsock device.
     pub fs: Vec<FsConfig>,
+    /// virtio-fs devices served by vhost-user back-ends, on the MMIO slots after `fs`.
+    pub vhost_user_fs: Vec<VhostUserFsConfig>,
     /// Serial console destination.
     pub console: ConsoleTarget,
     /// Most bytes of guest console output written (the rest is dropped).

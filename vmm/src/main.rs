@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use vmm::config::{ConsoleTarget, FsConfig, VmConfig, VsockConfig};
+use vmm::config::{ConsoleTarget, FsConfig, VhostUserFsConfig, VmConfig, VsockConfig};
 use vmm::exit::ExitStatus;
 use vmm::host_check::HostCheck;
 use vmm::vm::Vm;
@@ -55,6 +55,10 @@ struct Cli {
     /// (repeatable; the guest mounts it with `mount -t virtiofs TAG DIR`).
     #[arg(long = "fs", value_name = "TAG=PATH[:ro]", value_parser = parse_fs)]
     fs: Vec<FsConfig>,
+    /// Attach a virtio-fs device served by a running vhost-user back-end (virtiofsd) as
+    /// TAG=SOCKET (repeatable; for the backend comparison in docs/virtio-fs.md).
+    #[arg(long = "vhost-user-fs", value_name = "TAG=SOCKET", value_parser = parse_vhost_user_fs)]
+    vhost_user_fs: Vec<VhostUserFsConfig>,
     /// Where the guest serial console goes: a file path, or `-` for stdout.
     #[arg(long, value_name = "PATH|-", default_value = "-")]
     console: String,
@@ -84,6 +88,7 @@ impl Cli {
                 uds_path,
             }),
             fs: self.fs,
+            vhost_user_fs: self.vhost_user_fs,
             console: if self.console == "-" {
                 ConsoleTarget::Stdout
             } else {
@@ -115,6 +120,23 @@ fn parse_fs(spec: &str) -> Result<FsConfig, String> {
         tag: tag.to_string(),
         shared_dir: PathBuf::from(path),
         read_only,
+    })
+}
+
+/// Parses `TAG=SOCKET`.
+fn parse_vhost_user_fs(spec: &str) -> Result<VhostUserFsConfig, String> {
+    let (tag, socket) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("expected TAG=SOCKET, got {spec:?}"))?;
+    if tag.is_empty() || tag.len() > 36 {
+        return Err(format!("tag {tag:?} must be 1-36 bytes"));
+    }
+    if socket.is_empty() {
+        return Err("empty SOCKET".to_string());
+    }
+    Ok(VhostUserFsConfig {
+        tag: tag.to_string(),
+        socket: PathBuf::from(socket),
     })
 }
 
@@ -188,6 +210,7 @@ mod tests {
         assert_eq!(c.console, ConsoleTarget::Stdout);
         assert_eq!(c.vsock, None);
         assert!(c.fs.is_empty());
+        assert!(c.vhost_user_fs.is_empty());
         assert_eq!(c.cmdline, None);
         assert!(!c.console_input);
         assert_eq!(c.console_limit, 16 << 20);
@@ -217,6 +240,8 @@ mod tests {
             "data=/srv/data",
             "--fs",
             "conf=/etc/x:y:ro",
+            "--vhost-user-fs",
+            "vfs=/run/virtiofsd.sock",
         ])
         .unwrap()
         .into_config(true);
@@ -233,6 +258,13 @@ mod tests {
         assert_eq!(c.console, ConsoleTarget::File(PathBuf::from("/tmp/con")));
         assert!(c.timing);
         assert!(c.console_input);
+        assert_eq!(
+            c.vhost_user_fs,
+            vec![VhostUserFsConfig {
+                tag: "vfs".into(),
+                socket: PathBuf::from("/run/virtiofsd.sock"),
+            }]
+        );
         assert_eq!(
             c.fs,
             vec![
@@ -264,6 +296,12 @@ mod tests {
         assert!(parse(&["--kernel", "k", "--fs", "t="]).is_err());
         let long = format!("{}=/tmp", "x".repeat(37));
         assert!(parse(&["--kernel", "k", "--fs", &long]).is_err());
+        for bad in ["nosocket", "=/tmp/s.sock", "t=", long.as_str()] {
+            assert!(
+                parse(&["--kernel", "k", "--vhost-user-fs", bad]).is_err(),
+                "{bad}"
+            );
+        }
         let help = parse(&["--help"]).unwrap_err();
         assert!(!help.use_stderr());
         assert!(help.to_string().contains("143  stopped by SIGTERM"));

@@ -1,7 +1,8 @@
 //! Creating the virtio devices a [`crate::config::VmConfig`] asks for.
 
-use crate::config::{FsConfig, VsockConfig};
+use crate::config::{FsConfig, VhostUserFsConfig, VsockConfig};
 use crate::virtio::fs::{Fs, FsError};
+use crate::virtio::vhost_user_fs::{VhostUserFs, VhostUserFsError};
 use crate::virtio::vsock::{Vsock, VsockError};
 use crate::virtio::VirtioDevice;
 
@@ -17,6 +18,13 @@ pub enum VirtioDeviceError {
         tag: String,
         #[source]
         source: FsError,
+    },
+    /// A vhost-user-fs device could not be created.
+    #[error("vhost-user-fs {tag}: {source}")]
+    VhostUserFs {
+        tag: String,
+        #[source]
+        source: VhostUserFsError,
     },
 }
 
@@ -35,5 +43,18 @@ pub fn fs(config: &FsConfig) -> Result<Box<dyn VirtioDevice>, VirtioDeviceError>
                 source,
             }
         })?;
+    Ok(Box::new(dev))
+}
+
+/// A virtio-fs device served by the vhost-user back-end of `config` (connected now).
+pub fn vhost_user_fs(
+    config: &VhostUserFsConfig,
+) -> Result<Box<dyn VirtioDevice>, VirtioDeviceError> {
+    let dev = VhostUserFs::connect(&config.tag, &config.socket).map_err(|source| {
+        VirtioDeviceError::VhostUserFs {
+            tag: config.tag.clone(),
+            source,
+        }
+    })?;
     Ok(Box::new(dev))
 }

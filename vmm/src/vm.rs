@@ -172,6 +172,9 @@ impl Vm {
         for fs in &config.fs {
             devices.push(crate::virtio_devices::fs(fs)?);
         }
+        for fs in &config.vhost_user_fs {
+            devices.push(crate::virtio_devices::vhost_user_fs(fs)?);
+        }
         let mut virtio = Vec::new();
         let mut params = Vec::new();
         for (index, device) in devices.into_iter().enumerate() {

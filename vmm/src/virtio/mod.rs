@@ -1,7 +1,7 @@
 //! Virtio devices for the microVM: the transport-agnostic device trait and the activation checks
 //! every device makes, the interrupt handle devices use to notify the driver, the virtio-mmio
 //! transport, the worker-thread plumbing the devices share ([`event_loop`]) and the user-space
-//! vsock and virtio-fs devices.
+//! vsock and virtio-fs devices (in process, or through a vhost-user back-end).
 //!
 //! References are to the virtio specification v1.2 ("spec §x.y").
 
@@ -11,6 +11,7 @@ pub mod interrupt;
 pub mod mmio;
 #[cfg(test)]
 pub(crate) mod test_driver;
+pub mod vhost_user_fs;
 pub mod vsock;
 
 use virtio_queue::{Queue, QueueT};
