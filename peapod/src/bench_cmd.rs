@@ -57,9 +57,6 @@ pub struct BootArgs {
     /// Number of runs.
     #[arg(short = 'n', long, default_value_t = 20)]
     pub runs: usize,
-    /// Extra guest kernel parameters (e.g. `quiet`).
-    #[arg(long, value_name = "PARAMS")]
-    pub kernel_args: Option<String>,
     #[command(flatten)]
     pub assets: AssetArgs,
 }
@@ -160,7 +157,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             boot_timeout: Duration::from_secs(args.assets.boot_timeout),
             poll_interval: Duration::from_millis(5),
             stop_when_running: true,
-            extra_cmdline: args.kernel_args.clone(),
+            extra_cmdline: args.assets.extra_cmdline(),
             t0,
         };
         match run_prepared(prepared, &opts, &signals, &mut Quiet) {

@@ -32,6 +32,17 @@ pub struct AssetArgs {
     /// Seconds the guest agent may take to answer after the VMM started.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub boot_timeout: u64,
+    /// Guest kernel parameters added to the VMM's defaults (`""` for a verbose console log).
+    #[arg(long, value_name = "PARAMS", default_value = "quiet")]
+    pub kernel_args: String,
+}
+
+impl AssetArgs {
+    /// The extra kernel parameters, if any.
+    pub fn extra_cmdline(&self) -> Option<String> {
+        let k = self.kernel_args.trim();
+        (!k.is_empty()).then(|| k.to_string())
+    }
 }
 
 /// `peapod run`.
@@ -185,7 +196,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         boot_timeout: Duration::from_secs(args.assets.boot_timeout),
         poll_interval: Duration::from_millis(200),
         stop_when_running: false,
-        extra_cmdline: None,
+        extra_cmdline: args.assets.extra_cmdline(),
         t0,
     };
     let name = format!("{}/{}", prepared.plan.namespace, prepared.plan.name);

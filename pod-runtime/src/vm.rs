@@ -52,10 +52,6 @@ pub struct VmSpec {
     pub extra_cmdline: Option<String>,
 }
 
-/// The VMM's default command line (kept in sync with `vmm/src/cmdline.rs`).
-const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=off nomodules 8250.nr_uarts=1 \
-i8042.noaux i8042.nomux i8042.dumbkbd";
-
 impl VmSpec {
     /// The VMM's arguments.
     pub fn args(&self) -> Vec<String> {
@@ -74,8 +70,8 @@ impl VmSpec {
             self.console.display().to_string(),
         ];
         if let Some(extra) = &self.extra_cmdline {
-            a.push("--cmdline".into());
-            a.push(format!("{BASE_CMDLINE} {extra}"));
+            a.push("--cmdline-append".into());
+            a.push(extra.clone());
         }
         for s in &self.shares {
             a.push("--fs".into());
@@ -277,7 +273,7 @@ mod tests {
         let a = spec.args().join(" ");
         assert!(a.contains("--vcpus 2 --memory-mib 300"), "{a}");
         assert!(a.contains("--fs img0=/r:ro"), "{a}");
-        assert!(a.contains("i8042.dumbkbd quiet"), "{a}");
+        assert!(a.contains("--cmdline-append quiet"), "{a}");
         assert_eq!(parse_timing("peapod-vmm: timing setup_us=42"), Some(42));
         assert_eq!(parse_timing("other"), None);
     }

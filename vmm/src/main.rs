@@ -39,6 +39,10 @@ struct Cli {
     /// appended automatically.
     #[arg(long, value_name = "STR")]
     cmdline: Option<String>,
+    /// Parameters appended to the command line (the default one unless --cmdline is given),
+    /// e.g. `quiet`.
+    #[arg(long, value_name = "STR")]
+    cmdline_append: Option<String>,
     /// Number of vCPUs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=32))]
     vcpus: u8,
@@ -80,7 +84,14 @@ impl Cli {
         VmConfig {
             kernel: self.kernel,
             initrd: self.initrd,
-            cmdline: self.cmdline,
+            cmdline: match (self.cmdline, self.cmdline_append) {
+                (base, Some(extra)) => Some(format!(
+                    "{} {}",
+                    base.as_deref().unwrap_or(vmm::cmdline::DEFAULT_CMDLINE),
+                    extra.trim()
+                )),
+                (base, None) => base,
+            },
             vcpus: self.vcpus,
             memory_mib: self.memory_mib,
             vsock: self.vsock_uds.map(|uds_path| VsockConfig {
@@ -214,6 +225,21 @@ mod tests {
         assert_eq!(c.cmdline, None);
         assert!(!c.console_input);
         assert_eq!(c.console_limit, 16 << 20);
+    }
+
+    #[test]
+    fn cmdline_append_extends_the_default_or_the_given_line() {
+        let c = parse(&["--kernel", "k", "--cmdline-append", " quiet "])
+            .unwrap()
+            .into_config(false);
+        assert_eq!(
+            c.cmdline.as_deref(),
+            Some(format!("{} quiet", vmm::cmdline::DEFAULT_CMDLINE).as_str())
+        );
+        let c = parse(&["--kernel", "k", "--cmdline", "a=1", "--cmdline-append", "b"])
+            .unwrap()
+            .into_config(false);
+        assert_eq!(c.cmdline.as_deref(), Some("a=1 b"));
     }
 
     #[test]
