@@ -77,6 +77,7 @@ struct Sample {
     agent: f64,
     first: f64,
     all: f64,
+    guest_agent: f64,
     vmm_rss_kib: u64,
     guest_touched_kib: u64,
     guest_used_kib: u64,
@@ -99,6 +100,7 @@ fn sample(parsed: Duration, r: &RunResult) -> Option<Sample> {
         agent: ms(t.agent_ready)?,
         first: ms(t.first_running)?,
         all: ms(t.all_running)?,
+        guest_agent: ms(t.guest_agent_ready).unwrap_or(f64::NAN),
         vmm_rss_kib: rss,
         guest_touched_kib: touched,
         guest_used_kib: used,
@@ -198,7 +200,7 @@ fn print_table(samples: &[Sample], failures: usize) -> anyhow::Result<()> {
         "phase (ms from start)", "p50", "p95", "min", "max"
     )?;
     let col = |f: fn(&Sample) -> f64| samples.iter().map(f).collect::<Vec<f64>>();
-    let rows: [(&str, Vec<f64>); 7] = [
+    let rows: [(&str, Vec<f64>); 8] = [
         ("manifest parsed, images resolved", col(|s| s.parsed)),
         ("VMM started", col(|s| s.vmm)),
         ("kernel entry", col(|s| s.kernel)),
@@ -209,6 +211,7 @@ fn print_table(samples: &[Sample], failures: usize) -> anyhow::Result<()> {
             "  of which guest boot (VMM->agent)",
             col(|s| s.agent - s.vmm),
         ),
+        ("  guest uptime at agent ready", col(|s| s.guest_agent)),
     ];
     for (name, v) in rows {
         let min = v.iter().copied().fold(f64::INFINITY, f64::min);

@@ -101,12 +101,14 @@ pub struct RunOptions {
 pub struct Timeline {
     /// The VMM process was spawned.
     pub vmm_started: Option<Duration>,
-    /// The guest kernel started (host time of the guest info answer minus the guest uptime).
+    /// The guest kernel was entered: the VMM's first `KVM_RUN` (spawn time plus the setup
+    /// time the VMM reports).
     pub kernel_entry: Option<Duration>,
-    /// The agent was ready (on the guest clock, placed after the kernel entry).
+    /// The agent answered the host's first ping.
     pub agent_ready: Option<Duration>,
-    /// The host had a working control connection.
-    pub agent_connected: Option<Duration>,
+    /// The guest's own clock (`CLOCK_BOOTTIME`) when the agent started listening: the guest's
+    /// view of its boot, not on the host timeline.
+    pub guest_agent_ready: Option<Duration>,
     /// The first container was seen running.
     pub first_running: Option<Duration>,
     /// Every app container was seen running.
@@ -301,12 +303,13 @@ pub fn run_pod(
             });
         }
     };
-    let connected = opts.t0.elapsed();
-    tl.agent_connected = Some(connected);
+    tl.agent_ready = Some(opts.t0.elapsed());
+    tl.kernel_entry = vm
+        .setup_us()
+        .zip(tl.vmm_started)
+        .map(|(us, spawned)| spawned + Duration::from_micros(us));
     if let Ok(g) = control.guest_info() {
-        let kernel = connected.saturating_sub(Duration::from_nanos(g.uptime_ns));
-        tl.kernel_entry = Some(kernel);
-        tl.agent_ready = Some(kernel + Duration::from_nanos(g.agent_ready_ns));
+        tl.guest_agent_ready = Some(Duration::from_nanos(g.agent_ready_ns));
     }
     control.create_pod(&spec).map_err(AgentError::from)?;
     let (tx, rx) = mpsc::channel();
