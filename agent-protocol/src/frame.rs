@@ -127,7 +127,7 @@ fn read_exact_or(r: &mut impl Read, buf: &mut [u8], at_boundary: bool) -> Result
 }
 
 /// Variant index of [`Message::Logs`] in the postcard encoding (checked by a test).
-const LOGS_VARIANT: u32 = 12;
+const LOGS_VARIANT: u32 = 14;
 
 struct Records<'a, R>(&'a [R]);
 

@@ -50,8 +50,21 @@ fn pod() -> PodSpec {
         active_deadline_seconds: Some(600),
         resolv_conf: Some("nameserver 10.0.2.3\n".into()),
         test_backoff_base_ms: None,
-        filesystems: Vec::new(),
-        scratch_bytes: None,
+        filesystems: vec![
+            PodFilesystem {
+                mount_point: "/run/peapod/images/0".into(),
+                source: FsSource::VirtioFs { tag: "img0".into() },
+                read_only: true,
+            },
+            PodFilesystem {
+                mount_point: "/run/peapod/memvol/cache".into(),
+                source: FsSource::Tmpfs {
+                    size_bytes: Some(64 << 20),
+                },
+                read_only: false,
+            },
+        ],
+        scratch_bytes: Some(256 << 20),
     }
 }
 
@@ -131,6 +144,13 @@ fn every_message() -> Vec<Message> {
             kind: ErrorKind::NotFound,
             message: "no container".into(),
         },
+        Message::GetGuestInfo,
+        Message::GuestInfo(GuestInfo {
+            uptime_ns: 2_500_000_000,
+            agent_ready_ns: 2_100_000_000,
+            mem_total_bytes: 500 << 20,
+            mem_available_bytes: 480 << 20,
+        }),
         Message::Logs(vec![LogRecord {
             ts_ns: 1_700_000_000_000_000_000,
             stream: StreamKind::Stderr,
@@ -250,6 +270,26 @@ fn out_of_bounds_content_is_rejected() {
     let mut p = pod();
     p.containers[0].env[0].name = "A=B".into();
     assert!(p.validate().is_err());
+    // Pod file systems (v2): absolute mount points, bounded count, non-empty bounded tags.
+    let mut p = pod();
+    p.filesystems[0].mount_point = "run/peapod/images/0".into();
+    assert!(p.validate().is_err());
+    let mut p = pod();
+    p.filesystems[0].source = FsSource::VirtioFs { tag: String::new() };
+    assert!(p.validate().is_err());
+    let mut p = pod();
+    p.filesystems[0].source = FsSource::VirtioFs {
+        tag: "t".repeat(MAX_FS_TAG + 1),
+    };
+    assert!(p.validate().is_err());
+    let mut p = pod();
+    p.filesystems[0].source = FsSource::VirtioFs {
+        tag: "t".repeat(MAX_FS_TAG),
+    };
+    assert!(p.validate().is_ok());
+    let mut p = pod();
+    p.filesystems = vec![p.filesystems[1].clone(); MAX_FILESYSTEMS + 1];
+    assert!(decode_payload(&encode_frame(&Message::CreatePod(Box::new(p))).unwrap()[4..]).is_err());
     let status = Message::Status(PodStatus {
         phase: PodPhase::Failed,
         reason: Some("x".repeat(MAX_NAME + 1)),

@@ -8,11 +8,13 @@
 pub mod cgroup;
 pub mod container;
 pub mod exec;
+pub mod guestinfo;
 pub mod init;
 pub mod logs;
 pub mod mounts;
 pub mod net;
 pub mod pod;
+pub mod podfs;
 pub mod process;
 pub mod reaper;
 pub mod restart;

@@ -17,6 +17,7 @@ use crate::cgroup::{self, PodCgroup};
 use crate::container::{self, Launch};
 use crate::logs::{self, LogBuffer};
 use crate::mounts::{self, ContainerPaths, ResolvedMount};
+use crate::podfs::{self, Mounted, PodFsError};
 use crate::process;
 use crate::reaper::{Exit, Reaper};
 use crate::restart::{Decision, RestartState};
@@ -33,7 +34,10 @@ pub enum PodError {
     /// The container is not running.
     #[error("container {0:?} is not running")]
     NotRunning(String),
-    /// Preparing the container failed.
+    /// The request cannot be carried out as given (e.g. a bad file system mount point).
+    #[error("{0}")]
+    Invalid(String),
+    /// Preparing the pod or a container failed.
     #[error("{0}")]
     Setup(String),
     /// A signal could not be delivered.
@@ -122,6 +126,7 @@ pub struct Pod {
     threads: Mutex<Vec<JoinHandle<()>>>,
     reaper: Arc<Reaper>,
     stopped: Mutex<bool>,
+    fs: Mutex<Mounted>,
 }
 
 fn waiting(reason: &str, message: &str) -> ContainerState {
@@ -139,14 +144,55 @@ fn hosts_file(hostname: &str) -> String {
 
 impl Pod {
     /// Prepares the pod's files and cgroup and starts supervising it.
+    ///
+    /// The pod's file systems (`PodSpec.filesystems`, and the scratch tmpfs when
+    /// `scratch_bytes` is set) are mounted first; if they or anything after them fail, what
+    /// was mounted is unmounted again before the error is returned.
     pub fn create(spec: PodSpec, env: &Env, reaper: Arc<Reaper>) -> Result<Arc<Self>, PodError> {
-        let setup = |e: &dyn std::fmt::Display| PodError::Setup(e.to_string());
         let id = if spec.uid.is_empty() {
             &spec.name
         } else {
             &spec.uid
         };
         let dir = env.state_dir.join("pods").join(sanitize(id));
+        let invalid = |e: PodFsError| PodError::Invalid(e.to_string());
+        let mut plan: Vec<_> = podfs::scratch(&dir.join("containers"), spec.scratch_bytes)
+            .map_err(invalid)?
+            .into_iter()
+            .collect();
+        plan.extend(
+            podfs::plan(
+                &spec.filesystems,
+                &podfs::Reserved::for_agent(&env.state_dir),
+            )
+            .map_err(invalid)?,
+        );
+        let mut mounted =
+            podfs::mount_all(&LinuxSys, &plan).map_err(|e| PodError::Setup(e.to_string()))?;
+        match Self::create_mounted(spec, env, reaper, dir, &mut mounted) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                for problem in mounted.unmount(&LinuxSys) {
+                    eprintln!("peapod-agent: warning: undoing the pod file systems: {problem}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn create_mounted(
+        spec: PodSpec,
+        env: &Env,
+        reaper: Arc<Reaper>,
+        dir: PathBuf,
+        mounted: &mut Mounted,
+    ) -> Result<Arc<Self>, PodError> {
+        let setup = |e: &dyn std::fmt::Display| PodError::Setup(e.to_string());
+        let id = if spec.uid.is_empty() {
+            &spec.name
+        } else {
+            &spec.uid
+        };
         if let Err(e) = nix::unistd::sethostname(&spec.hostname) {
             eprintln!("peapod-agent: warning: sethostname: {e}");
         }
@@ -212,22 +258,43 @@ impl Pod {
             threads: Mutex::new(Vec::new()),
             reaper,
             stopped: Mutex::new(false),
+            fs: Mutex::new(std::mem::take(mounted)),
         });
         let p = pod.clone();
-        let main = std::thread::Builder::new()
+        let main = match std::thread::Builder::new()
             .name("pod".into())
             .spawn(move || p.run())
-            .map_err(|e| setup(&e))?;
+        {
+            Ok(t) => t,
+            Err(e) => {
+                // Nothing started: drop the pod cgroup; the caller unmounts the file systems.
+                if let Some(cg) = &pod.cgroup {
+                    let _ = cgroup::remove(&LinuxSys, &cg.dir);
+                }
+                *mounted = std::mem::take(&mut *pod.fs_lock());
+                return Err(setup(&e));
+            }
+        };
         pod.threads_lock().push(main);
         if let Some(secs) = pod.spec.active_deadline_seconds {
             let p = pod.clone();
             let t = std::thread::Builder::new()
                 .name("deadline".into())
-                .spawn(move || p.deadline(Duration::from_secs(secs)))
-                .map_err(|e| setup(&e))?;
-            pod.threads_lock().push(t);
+                .spawn(move || p.deadline(Duration::from_secs(secs)));
+            match t {
+                Ok(t) => pod.threads_lock().push(t),
+                Err(e) => {
+                    // Containers may be starting: stop them (this unmounts everything).
+                    pod.stop(Some(0));
+                    return Err(setup(&e));
+                }
+            }
         }
         Ok(pod)
+    }
+
+    fn fs_lock(&self) -> MutexGuard<'_, Mounted> {
+        self.fs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn threads_lock(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
@@ -593,7 +660,8 @@ impl Pod {
         pids(Signal::SIGKILL);
     }
 
-    /// Stops every container and removes the pod's cgroups and scratch files. Idempotent.
+    /// Stops every container, removes the pod's cgroups and scratch files and unmounts its
+    /// file systems. Idempotent.
     pub fn stop(&self, grace: Option<u32>) {
         let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
         if *stopped {
@@ -616,6 +684,11 @@ impl Pod {
             if let Err(e) = cgroup::remove(&LinuxSys, &cg.dir) {
                 eprintln!("peapod-agent: warning: {e}");
             }
+        }
+        // No container is left: flush and unmount the pod's file systems (the scratch tmpfs
+        // last), then remove what is left of the scratch directory.
+        for problem in self.fs_lock().unmount(&LinuxSys) {
+            eprintln!("peapod-agent: warning: unmounting the pod file systems: {problem}");
         }
         let _ = std::fs::remove_dir_all(self.dir.join("containers"));
         *stopped = true;

@@ -154,6 +154,7 @@ where
 fn serve_unix(agent: &Arc<Agent>, path: &PathBuf) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
+    agent.mark_ready();
     log(format!("listening on {}", path.display()));
     loop {
         match listener.accept() {
@@ -178,6 +179,7 @@ fn serve_vsock(agent: &Arc<Agent>, port: u32) -> std::io::Result<()> {
         &VsockAddr::new(libc::VMADDR_CID_ANY, port),
     )?;
     listen(&fd, Backlog::new(64).unwrap_or(Backlog::MAXCONN))?;
+    agent.mark_ready();
     log(format!("listening on vsock port {port}"));
     loop {
         match accept4(std::os::fd::AsRawFd::as_raw_fd(&fd), SockFlag::SOCK_CLOEXEC) {

@@ -12,6 +12,7 @@ use agent_protocol::limits::{MAX_FRAME_LEN, MAX_LOG_RECORDS};
 use agent_protocol::{ErrorKind, ExecSpec, LogsRequest, Message, StreamTarget};
 
 use crate::exec::{self, TryCloneStream};
+use crate::guestinfo::{self, Readiness};
 use crate::logs::ReaderItem;
 use crate::pod::{Env, Pod, PodError};
 use crate::process;
@@ -33,6 +34,7 @@ pub struct Agent {
     reaper: Arc<Reaper>,
     pod: Mutex<Option<Arc<Pod>>>,
     on_shutdown: ShutdownHook,
+    ready: Readiness,
 }
 
 fn error(kind: ErrorKind, message: impl std::fmt::Display) -> Message {
@@ -44,6 +46,7 @@ fn error(kind: ErrorKind, message: impl std::fmt::Display) -> Message {
 fn pod_error(e: PodError) -> Message {
     let kind = match e {
         PodError::NotFound(_) | PodError::NotRunning(_) => ErrorKind::NotFound,
+        PodError::Invalid(_) => ErrorKind::InvalidRequest,
         PodError::Setup(_) | PodError::Signal(_) => ErrorKind::Internal,
     };
     error(kind, e)
@@ -57,7 +60,13 @@ impl Agent {
             reaper,
             pod: Mutex::new(None),
             on_shutdown,
+            ready: Readiness::default(),
         })
+    }
+
+    /// Records that the listener accepts connections (`GuestInfo.agent_ready_ns`).
+    pub fn mark_ready(&self) {
+        self.ready.mark();
     }
 
     fn pod_lock(&self) -> MutexGuard<'_, Option<Arc<Pod>>> {
@@ -96,6 +105,10 @@ impl Agent {
                     Err(e) => pod_error(e),
                 }
             }
+            Message::GetGuestInfo => match guestinfo::collect(&self.ready) {
+                Ok(g) => Message::GuestInfo(g),
+                Err(e) => error(ErrorKind::Internal, e),
+            },
             Message::GetStatus => match self.current() {
                 Ok(p) => Message::Status(p.status()),
                 Err(m) => m,

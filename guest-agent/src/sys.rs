@@ -44,6 +44,10 @@ pub trait Sys: Send + Sync {
     ) -> Result<(), SysError>;
     /// `umount2(2)` with `MNT_DETACH`.
     fn umount_detach(&self, target: &Path) -> Result<(), SysError>;
+    /// `umount2(2)` without flags (fails with `EBUSY` while the file system is in use).
+    fn umount(&self, target: &Path) -> Result<(), SysError>;
+    /// `syncfs(2)` of the file system holding `path`.
+    fn sync_fs(&self, path: &Path) -> Result<(), SysError>;
     /// `mkdir -p`.
     fn mkdir_all(&self, path: &Path) -> Result<(), SysError>;
     /// Creates an empty file if missing (bind-mount target).
@@ -80,6 +84,16 @@ impl Sys for LinuxSys {
 
     fn umount_detach(&self, target: &Path) -> Result<(), SysError> {
         umount2(target, MntFlags::MNT_DETACH).map_err(|e| err("umount", target, e))
+    }
+
+    fn umount(&self, target: &Path) -> Result<(), SysError> {
+        umount2(target, MntFlags::empty()).map_err(|e| err("umount", target, e))
+    }
+
+    fn sync_fs(&self, path: &Path) -> Result<(), SysError> {
+        let dir = fs::File::open(path).map_err(|e| err("open", path, e))?;
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
+            .map_err(|e| err("syncfs", path, e))
     }
 
     fn mkdir_all(&self, path: &Path) -> Result<(), SysError> {
@@ -141,7 +155,7 @@ impl Sys for LinuxSys {
 pub mod fake {
     //! A recording fake for unit tests.
     use super::*;
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
     use std::path::PathBuf;
     use std::sync::Mutex;
 
@@ -152,6 +166,12 @@ pub mod fake {
         pub calls: Mutex<Vec<String>>,
         /// File contents.
         pub files: Mutex<HashMap<PathBuf, String>>,
+        /// Directories that exist (`mkdir_all` adds the path and its ancestors).
+        pub dirs: Mutex<HashSet<PathBuf>>,
+        /// `mount` fails with `ENODEV` for targets ending with this path.
+        pub fail_mount: Mutex<Option<PathBuf>>,
+        /// `umount` (not the detaching one) fails with `EBUSY` for this target.
+        pub busy: Mutex<Option<PathBuf>>,
     }
 
     impl FakeSys {
@@ -173,6 +193,16 @@ pub mod fake {
             flags: MsFlags,
             data: Option<&str>,
         ) -> Result<(), SysError> {
+            if let Some(f) = self.fail_mount.lock().unwrap().as_deref() {
+                if target.ends_with(f) {
+                    self.log(format!("mount {} failed", target.display()));
+                    return Err(err(
+                        "mount",
+                        target,
+                        std::io::Error::from_raw_os_error(libc::ENODEV),
+                    ));
+                }
+            }
             self.log(format!(
                 "mount {:?} {} {:?} {:?} {:?}",
                 source,
@@ -187,8 +217,28 @@ pub mod fake {
             self.log(format!("umount {}", target.display()));
             Ok(())
         }
+        fn umount(&self, target: &Path) -> Result<(), SysError> {
+            if self.busy.lock().unwrap().as_deref() == Some(target) {
+                self.log(format!("umount {} busy", target.display()));
+                return Err(err(
+                    "umount",
+                    target,
+                    std::io::Error::from_raw_os_error(libc::EBUSY),
+                ));
+            }
+            self.log(format!("umount {}", target.display()));
+            Ok(())
+        }
+        fn sync_fs(&self, path: &Path) -> Result<(), SysError> {
+            self.log(format!("syncfs {}", path.display()));
+            Ok(())
+        }
         fn mkdir_all(&self, path: &Path) -> Result<(), SysError> {
             self.log(format!("mkdir {}", path.display()));
+            let mut dirs = self.dirs.lock().unwrap();
+            for a in path.ancestors() {
+                dirs.insert(a.to_path_buf());
+            }
             Ok(())
         }
         fn touch(&self, path: &Path) -> Result<(), SysError> {
@@ -223,9 +273,11 @@ pub mod fake {
         }
         fn exists(&self, path: &Path) -> bool {
             self.files.lock().unwrap().contains_key(path)
+                || self.dirs.lock().unwrap().contains(path)
         }
         fn remove_dir(&self, path: &Path) -> Result<(), SysError> {
             self.log(format!("rmdir {}", path.display()));
+            self.dirs.lock().unwrap().remove(path);
             Ok(())
         }
         fn pivot_root(&self, new_root: &Path) -> Result<(), SysError> {

@@ -2,9 +2,10 @@
 # Packs the guest initramfs of the agent-vm end-to-end test:
 #   tests/agent-vm/make-initramfs.sh OUT [AGENT_BINARY]
 # /init is the static peapod-agent (PID 1); /images/busybox/rootfs is a busybox root file
-# system for the containers (Debian's busybox-static, every applet a relative symlink), kept
-# in the initramfs until virtio-fs carries image roots. AGENT_BINARY defaults to the static
-# release build (target/static/x86_64-unknown-linux-gnu/release/peapod-agent).
+# system for the containers (make-rootfs.sh: Debian's busybox-static, every applet a relative
+# symlink), used by the pods that do not take their image root over virtio-fs. AGENT_BINARY
+# defaults to the static release build
+# (target/static/x86_64-unknown-linux-gnu/release/peapod-agent).
 # PEAPOD_BUSYBOX overrides /bin/busybox.
 set -euo pipefail
 [[ $# -ge 1 ]] || { echo "usage: $0 OUT [AGENT_BINARY]" >&2; exit 2; }
@@ -12,13 +13,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 out="$1"
 agent="${2:-$repo/target/static/x86_64-unknown-linux-gnu/release/peapod-agent}"
-busybox="${PEAPOD_BUSYBOX:-/bin/busybox}"
 die() { echo "make-initramfs.sh: $*" >&2; exit 1; }
 static() { ! ldd "$1" 2>&1 | grep -q '=>'; }
 [[ -x "$agent" ]] || die "agent binary $agent not found (build it static first)"
 static "$agent" || die "$agent is dynamically linked; the initramfs has no libc"
-[[ -x "$busybox" ]] || die "$busybox not found (apt-get install busybox-static)"
-static "$busybox" || die "$busybox is dynamically linked (install busybox-static)"
 
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
@@ -28,26 +26,7 @@ mknod -m 600 "$root/dev/console" c 5 1
 mknod -m 666 "$root/dev/null" c 1 3
 : >"$root/etc/resolv.conf"
 
-rootfs="$root/images/busybox/rootfs"
-mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,proc,dev,sys,root,var,home}
-chmod 1777 "$rootfs/tmp"
-install -m 0755 "$busybox" "$rootfs/bin/busybox"
-# Relative links so they work under any root (the container's overlay after pivot_root).
-while read -r applet; do
-    name="${applet##*/}"
-    [[ "$name" == busybox ]] && continue
-    dir="${applet%/*}"
-    case "$dir" in
-    bin) rel=busybox ;;
-    sbin) rel=../bin/busybox ;;
-    usr/bin | usr/sbin) rel=../../bin/busybox ;;
-    *) continue ;;
-    esac
-    [[ -e "$rootfs/$applet" ]] || ln -s "$rel" "$rootfs/$applet"
-done < <("$busybox" --list-full)
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$rootfs/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
-for f in hostname hosts resolv.conf; do : >"$rootfs/etc/$f"; done
+"$here/make-rootfs.sh" "$root/images/busybox/rootfs"
 
 mkdir -p "$(dirname "$out")"
 out_abs="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"

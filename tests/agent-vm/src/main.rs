@@ -1,8 +1,10 @@
 //! `agent-vm-e2e`: boots a microVM with `peapod-agent` as PID 1 and drives it over the VMM's
 //! hybrid vsock with the agent protocol; see `tests/agent-vm/README.md`.
 
+mod fs_case;
 mod pods;
 mod scenario;
+mod shares;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,7 +35,11 @@ struct Args {
     /// Guest console log (default: console.log in the working directory).
     #[arg(long)]
     console: Option<PathBuf>,
-    /// Busybox root filesystem inside the guest.
+    /// Busybox root file system on the host, shared (a copy of it) over virtio-fs as the image
+    /// root `img0` of the virtio-fs pod (tests/agent-vm/make-rootfs.sh makes one).
+    #[arg(long)]
+    image_dir: PathBuf,
+    /// Busybox root filesystem inside the guest (initramfs), for the other pods.
     #[arg(long, default_value = "/images/busybox/rootfs")]
     rootfs: String,
     /// Guest memory.
@@ -48,6 +54,36 @@ struct Args {
     /// Seconds each later step may take.
     #[arg(long, default_value_t = 120)]
     step_timeout_secs: u64,
+}
+
+/// The VMM's threads with their state and kernel wait channel, for a failure report.
+fn vmm_threads(pid: u32) -> String {
+    let mut out = String::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("(no /proc/{pid}/task)");
+    };
+    for t in dir.flatten() {
+        let p = t.path();
+        let read = |f: &str| {
+            std::fs::read_to_string(p.join(f))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let stat = read("stat");
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("?")
+            .to_string();
+        out += &format!(
+            "  {} {:<16} state {state} wchan {}\n",
+            t.file_name().to_string_lossy(),
+            read("comm"),
+            read("wchan")
+        );
+    }
+    out
 }
 
 fn print_console(path: &std::path::Path) {
@@ -93,6 +129,14 @@ fn format_figures(f: &scenario::Figures, setup_us: Option<u64>) -> String {
         );
     }
     r += &format!(
+        "  CreatePod -> virtio-fs pod running:    {:.3?}\n",
+        f.virtiofs_create_to_running
+    );
+    r += &format!(
+        "  1 GiB write -> ENOSPC (64 MiB scratch): {:.3?}\n",
+        f.fill_scratch
+    );
+    r += &format!(
         "  CreatePod -> OOM kill reported:        {:.3?}\n",
         f.create_to_oom
     );
@@ -104,6 +148,15 @@ fn format_figures(f: &scenario::Figures, setup_us: Option<u64>) -> String {
         "  Shutdown request -> vmm exit:          {:.3?}\n",
         f.shutdown_to_exit
     );
+    if let Some(g) = &f.guest_info {
+        r += &format!(
+            "  guest info: uptime at first request {:.3} s, agent ready at {:.3} s, MemTotal {} KiB, MemAvailable {} KiB\n",
+            g.uptime_ns as f64 / 1e9,
+            g.agent_ready_ns as f64 / 1e9,
+            g.mem_total_bytes >> 10,
+            g.mem_available_bytes >> 10
+        );
+    }
     r += "  guest `free -k` with the web pod running:\n";
     for l in f.guest_free.lines() {
         r += &format!("    {l}\n");
@@ -134,8 +187,10 @@ fn run(args: &Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| work.join("console.log"));
     let _ = std::fs::remove_file(&uds);
+    let shares = shares::prepare(&work, &args.image_dir)?;
+    let vmm = shares::write_wrapper(&work, &args.vmm, &shares.vmm_args())?;
     let vargs = VmmArgs {
-        vmm: args.vmm.clone(),
+        vmm,
         kernel: args.kernel.clone(),
         initrd: args.initrd.clone(),
         vsock_uds: uds.clone(),
@@ -149,16 +204,29 @@ fn run(args: &Args) -> Result<()> {
         rootfs: args.rootfs.clone(),
         agent_timeout: Duration::from_secs(args.agent_timeout_secs),
         step_timeout: Duration::from_secs(args.step_timeout_secs),
+        shares,
+        memory_mib: args.memory_mib,
     };
     println!(
-        "agent-vm: starting {} {}",
+        "agent-vm: starting {} {} {}",
         args.vmm.display(),
-        vargs.argv().join(" ")
+        vargs.argv().join(" "),
+        settings.shares.vmm_args().join(" ")
     );
     let mut vm = VmmProcess::spawn(&vargs)?;
     let mut figures = scenario::Figures::default();
     let res = scenario::run(&settings, &mut vm, &mut figures);
     if res.is_err() {
+        if vm.try_wait().ok().flatten().is_none() {
+            println!(
+                "agent-vm: vmm threads at the failure:\n{}",
+                vmm_threads(vm.pid())
+            );
+            println!(
+                "agent-vm: after the failure: {}",
+                scenario::probe_after_failure(&settings, Duration::from_secs(20))
+            );
+        }
         vm.kill();
         print_console(&console);
         let stderr = vm.stderr_lines();

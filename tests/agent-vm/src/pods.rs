@@ -1,7 +1,12 @@
 //! The pods the test creates in the guest: a two-container web pod (httpd + wget over
-//! `localhost`) and a one-container pod that exceeds its memory limit.
+//! `localhost`), a pod whose image root and emptyDir come over virtio-fs, a one-container pod
+//! that exceeds its memory limit, and a pod in the agent's PID namespace.
 
-use agent_protocol::{ContainerSpec, EnvVar, PodSpec, RestartPolicy};
+use agent_protocol::{
+    ContainerSpec, EnvVar, FsSource, MountSpec, PodFilesystem, PodSpec, RestartPolicy,
+};
+
+use crate::shares::{EMPTY_DIR, FROM_HOST, IMAGE_TAG, VOLUMES_TAG};
 
 /// Hostname of the web pod (checked with `exec hostname`).
 pub const HOSTNAME: &str = "agent-vm-web";
@@ -42,6 +47,71 @@ fn pod(name: &str, hostname: &str, containers: Vec<ContainerSpec>) -> PodSpec {
         filesystems: Vec::new(),
         scratch_bytes: None,
     }
+}
+
+/// Where the agent mounts the `img0` share (the host runtime's layout).
+pub const IMAGE_MOUNT: &str = "/run/peapod/images/0";
+/// Where the agent mounts the `podvol` share.
+pub const VOLUMES_MOUNT: &str = "/run/peapod/volumes";
+/// Size of the virtio-fs pod's scratch tmpfs (the containers' writable layers).
+pub const SCRATCH_BYTES: u64 = 64 << 20;
+/// The sub path of the emptyDir the writer also mounts (created by the agent).
+pub const SUB_PATH: &str = "nested/dir";
+/// What the writer puts into its own root (must stay in the guest).
+pub const ROOT_FILE: &str = "/root-file";
+/// File the writer creates in the emptyDir (must appear on the host).
+pub const FROM_GUEST: &str = "from-guest";
+
+/// Two containers of one image shared over virtio-fs (`img0` at [`IMAGE_MOUNT`], read-only),
+/// with the emptyDir `data` of the read-write `podvol` share and a 64 MiB scratch tmpfs.
+/// `writer` writes its root, the emptyDir and a `subPath` of it, and prints the host's file;
+/// `reader` (emptyDir read-only) waits for the writer's file.
+pub fn virtiofs_pod() -> PodSpec {
+    let data = format!("{VOLUMES_MOUNT}/{EMPTY_DIR}");
+    let mount = |dst: &str, ro: bool, sub: Option<&str>| MountSpec {
+        source: data.clone(),
+        destination: dst.into(),
+        read_only: ro,
+        sub_path: sub.map(str::to_string),
+    };
+    let mut writer = container(
+        "writer",
+        IMAGE_MOUNT,
+        format!(
+            "echo private > {ROOT_FILE} && echo {FROM_GUEST} > /data/{FROM_GUEST} \
+             && echo in-subpath > /nested/x && cat /data/{FROM_HOST} && echo writer-done; \
+             exec sleep 100000"
+        ),
+    );
+    writer.mounts = vec![
+        mount("/data", false, None),
+        mount("/nested", false, Some(SUB_PATH)),
+    ];
+    let mut reader = container(
+        "reader",
+        IMAGE_MOUNT,
+        format!("until cat /data/{FROM_GUEST}; do sleep 0.2; done; exec sleep 100000"),
+    );
+    reader.mounts = vec![mount("/data", true, None)];
+    let mut p = pod("virtiofs", "agent-vm-virtiofs", vec![writer, reader]);
+    p.filesystems = vec![
+        PodFilesystem {
+            mount_point: IMAGE_MOUNT.into(),
+            source: FsSource::VirtioFs {
+                tag: IMAGE_TAG.into(),
+            },
+            read_only: true,
+        },
+        PodFilesystem {
+            mount_point: VOLUMES_MOUNT.into(),
+            source: FsSource::VirtioFs {
+                tag: VOLUMES_TAG.into(),
+            },
+            read_only: false,
+        },
+    ];
+    p.scratch_bytes = Some(SCRATCH_BYTES);
+    p
 }
 
 /// `server` serves [`PAGE`] with `httpd -f -p 8080`; `client` fetches it from
@@ -101,6 +171,8 @@ mod tests {
         for p in [
             web_pod("/images/busybox/rootfs"),
             oom_pod("/images/busybox/rootfs"),
+            inspect_pod("/images/busybox/rootfs"),
+            virtiofs_pod(),
         ] {
             agent_protocol::Message::CreatePod(Box::new(p.clone()))
                 .validate()
@@ -117,5 +189,25 @@ mod tests {
         assert!(w.containers[0].argv[2].contains(PAGE));
         assert!(w.containers[1].argv[2].contains("localhost:8080"));
         assert_eq!(w.hostname, HOSTNAME);
+    }
+
+    #[test]
+    fn virtiofs_pod_uses_the_shares() {
+        let p = virtiofs_pod();
+        assert_eq!(p.scratch_bytes, Some(64 << 20));
+        assert_eq!(p.filesystems.len(), 2);
+        assert!(p.filesystems[0].read_only && !p.filesystems[1].read_only);
+        for c in &p.containers {
+            assert_eq!(c.rootfs, IMAGE_MOUNT);
+            assert!(c
+                .mounts
+                .iter()
+                .all(|m| m.source == "/run/peapod/volumes/data"));
+        }
+        assert!(p.containers[1].mounts[0].read_only);
+        assert_eq!(
+            p.containers[0].mounts[1].sub_path.as_deref(),
+            Some(SUB_PATH)
+        );
     }
 }

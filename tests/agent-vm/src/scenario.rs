@@ -1,20 +1,23 @@
-//! The test scenario against a booted microVM: wait for the agent, check its PID-1 duties, run
-//! the web pod, exec, the OOM pod, then shut the VM down; collects the figures on the way.
+//! The test scenario against a booted microVM: wait for the agent, guest info, check its PID-1
+//! duties, run the web pod, exec, the virtio-fs pod, the OOM pod, then shut the VM down;
+//! collects the figures on the way.
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use agent_protocol::{
-    ContainerState, ControlClient, ExecSession, ExecSpec, LogSource, LogStream, LogsRequest,
-    PodPhase, PodStatus,
+    ContainerState, ControlClient, ExecSession, ExecSpec, GuestInfo, LogSource, LogStream,
+    LogsRequest, PodPhase, PodStatus,
 };
 use anyhow::{bail, ensure, Context, Result};
 
 use peapod_e2e::hybrid_vsock::{self, HybridVsockError};
 use peapod_e2e::vmm_process::VmmProcess;
 
+use crate::fs_case;
 use crate::pods;
+use crate::shares::Shares;
 
 /// Agent's vsock port.
 const AGENT_PORT: u32 = agent_protocol::DEFAULT_VSOCK_PORT;
@@ -32,6 +35,10 @@ pub struct Settings {
     pub agent_timeout: Duration,
     /// Timeout of each step once the agent is up (and of each socket read).
     pub step_timeout: Duration,
+    /// Host directories shared over virtio-fs.
+    pub shares: Shares,
+    /// Guest memory.
+    pub memory_mib: u32,
 }
 
 /// Figures measured during a run.
@@ -53,14 +60,45 @@ pub struct Figures {
     pub shutdown_to_exit: Duration,
     /// CreatePod of the hog to its OOM kill seen in the status.
     pub create_to_oom: Duration,
+    /// `CreatePod` to both containers of the virtio-fs pod running (includes the mounts).
+    pub virtiofs_create_to_running: Duration,
+    /// The 1 GiB write into a container root until its ENOSPC.
+    pub fill_scratch: Duration,
+    /// `GetGuestInfo` right after the agent answered.
+    pub guest_info: Option<GuestInfo>,
 }
 
-fn conn(s: &Settings) -> Result<UnixStream> {
-    hybrid_vsock::connect_guest(&s.uds, AGENT_PORT, s.step_timeout)
-        .with_context(|| format!("connect to the agent (vsock port {AGENT_PORT})"))
+pub fn conn(s: &Settings) -> Result<UnixStream> {
+    let t0 = Instant::now();
+    hybrid_vsock::connect_guest(&s.uds, AGENT_PORT, s.step_timeout).with_context(|| {
+        format!(
+            "connect to the agent (vsock port {AGENT_PORT}), failed after {:.2?}",
+            t0.elapsed()
+        )
+    })
 }
 
-fn control(s: &Settings) -> Result<ControlClient<UnixStream>> {
+/// After a failure, whether the agent answers a `Ping` again within `wait` (tells a guest
+/// that stalled from one that is gone).
+pub fn probe_after_failure(s: &Settings, wait: Duration) -> String {
+    let t0 = Instant::now();
+    let mut last = String::new();
+    while t0.elapsed() < wait {
+        match control(s).and_then(|mut c| c.ping().context("ping")) {
+            Ok(()) => {
+                return format!(
+                    "the agent answered a ping {:.2?} after the failure",
+                    t0.elapsed()
+                )
+            }
+            Err(e) => last = format!("{e:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    format!("the agent did not answer a ping within {wait:?} after the failure: {last}")
+}
+
+pub fn control(s: &Settings) -> Result<ControlClient<UnixStream>> {
     ControlClient::new(conn(s)?).context("control handshake")
 }
 
@@ -126,7 +164,7 @@ pub fn exec(s: &Settings, container: &str, argv: &[&str]) -> Result<(String, Str
 }
 
 /// Polls the status until `pred` holds.
-fn wait_status(
+pub fn wait_status(
     s: &Settings,
     ctl: &mut ControlClient<UnixStream>,
     what: &str,
@@ -154,7 +192,7 @@ fn wait_status(
     }
 }
 
-fn all_running(st: &PodStatus) -> bool {
+pub fn all_running(st: &PodStatus) -> bool {
     st.containers
         .iter()
         .all(|c| matches!(c.state, ContainerState::Running { .. }))
@@ -170,7 +208,7 @@ fn terminated(st: &PodStatus, name: &str) -> Option<(i32, String)> {
 }
 
 /// Follows `container`'s log stream until a line contains `needle`; returns the text read.
-fn follow_log_until(s: &Settings, container: &str, needle: &str) -> Result<String> {
+pub fn follow_log_until(s: &Settings, container: &str, needle: &str) -> Result<String> {
     let req = LogsRequest {
         container: container.into(),
         source: LogSource::Both,
@@ -362,7 +400,7 @@ fn inspect_pod(s: &Settings, f: &mut Figures) -> Result<()> {
     f.agent_rss_kib = parse_rss(&out);
     ensure!(f.agent_rss_kib.is_some(), "no VmRSS/VmHWM in {out:?}");
     println!("agent-vm: ok: shareProcessNamespace container sees the agent as PID 1");
-    Ok(())
+    fs_case::check_unmounted(s, "idle")
 }
 
 fn read_log(s: &Settings, container: &str) -> Result<String> {
@@ -421,7 +459,17 @@ fn shutdown(s: &Settings, vmm: &mut VmmProcess, f: &mut Figures) -> Result<()> {
 /// The whole scenario after the VMM was spawned.
 pub fn run(s: &Settings, vmm: &mut VmmProcess, f: &mut Figures) -> Result<()> {
     wait_agent(s, vmm, f)?;
+    let g = fs_case::guest_info(s, s.memory_mib)?;
+    println!(
+        "agent-vm: ok: guest info: uptime {:.3} s, agent ready at {:.3} s, MemTotal {} KiB, MemAvailable {} KiB",
+        g.uptime_ns as f64 / 1e9,
+        g.agent_ready_ns as f64 / 1e9,
+        g.mem_total_bytes >> 10,
+        g.mem_available_bytes >> 10
+    );
+    f.guest_info = Some(g);
     web_pod(s, f)?;
+    fs_case::virtiofs_pod(s, f)?;
     oom_pod(s, f)?;
     inspect_pod(s, f)?;
     shutdown(s, vmm, f)
@@ -478,6 +526,11 @@ mod tests {
             rootfs: "/r".into(),
             agent_timeout: Duration::from_millis(t),
             step_timeout: Duration::from_secs(1),
+            shares: Shares {
+                image: dir.join("img0"),
+                volumes: dir.join("podvol"),
+            },
+            memory_mib: 512,
         };
         // The VMM dies: reported at once, with its status, not after the timeout.
         let mut vmm = fake_vmm(&dir, "exit 3");
