@@ -37,4 +37,7 @@ smoke_args=()
 step "end-to-end: the guest agent as PID 1 runs pods in a microVM (tests/agent-vm/run.sh)"
 "$root/tests/agent-vm/run.sh"
 
+step "end-to-end: peapod run: every example and real pods from real images in microVMs (tests/pod-e2e/run.sh)"
+"$root/tests/pod-e2e/run.sh"
+
 step "all tests passed"

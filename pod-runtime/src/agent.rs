@@ -42,6 +42,9 @@ pub struct AgentAddr {
     pub port: u32,
 }
 
+/// How many times a log stream connection is tried.
+pub const CONNECT_ATTEMPTS: u32 = 3;
+
 /// How long one request may take before the host gives up on the agent.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -67,11 +70,25 @@ impl AgentAddr {
         Ok(ControlClient::new(self.connect(Some(io_timeout))?)?)
     }
 
-    /// A log stream (no read timeout: a quiet container is not an error).
+    /// A log stream (no read timeout: a quiet container is not an error). The connection is
+    /// tried [`CONNECT_ATTEMPTS`] times: a guest slowed down by a busy container may miss the
+    /// VMM's connection deadline, and a lost stream would lose log lines.
     pub fn logs(&self, req: LogsRequest) -> Result<LogStream<UnixStream>, AgentError> {
-        let s = self.connect(None)?;
-        s.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-        Ok(LogStream::new(s, req)?)
+        let mut attempt = 1;
+        loop {
+            let r = self.connect(None).and_then(|s| {
+                s.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+                Ok(LogStream::new(s, req.clone())?)
+            });
+            match r {
+                Ok(l) => return Ok(l),
+                Err(AgentError::Vsock(_)) if attempt < CONNECT_ATTEMPTS => {
+                    attempt += 1;
+                    thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Waits until the agent answers a ping: retries every 20 ms until `timeout`, asking
