@@ -191,12 +191,14 @@ pub fn host_sandbox(state_dir: &Path, sys: &dyn Sys) -> Result<(), InitError> {
     Ok(())
 }
 
-/// Guest mode: flushes file systems and powers the VM off; never returns.
+/// Guest mode: flushes file systems and ends the VM; never returns. The microVM has no ACPI,
+/// so a power-off would only halt the vCPUs; a restart goes through the i8042 controller
+/// (`reboot=k`), which the VMM answers by exiting at once (it never reboots a guest).
 pub fn poweroff() -> ! {
     nix::unistd::sync();
     loop {
-        let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
-        eprintln!("peapod-agent: poweroff failed: {e}");
+        let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+        eprintln!("peapod-agent: ending the VM failed: {e}");
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }

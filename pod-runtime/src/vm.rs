@@ -68,6 +68,8 @@ impl VmSpec {
             self.vsock_uds.display().to_string(),
             "--console".into(),
             self.console.display().to_string(),
+            // The agent ends the VM with an i8042 reset; halt probing could only misfire.
+            "--no-halt-detection".into(),
         ];
         if let Some(extra) = &self.extra_cmdline {
             a.push("--cmdline-append".into());

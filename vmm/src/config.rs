@@ -68,4 +68,8 @@ pub struct VmConfig {
     pub console_input: bool,
     /// Print `peapod-vmm: timing setup_us=...` before the first KVM_RUN.
     pub timing: bool,
+    /// Treat a guest whose vCPUs all halted with interrupts off as powered off (how Linux
+    /// without ACPI powers off). Guests that end themselves with an i8042 reset (the peapod
+    /// agent) turn it off: it costs a probe of every vCPU twice a second.
+    pub halt_detection: bool,
 }

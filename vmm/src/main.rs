@@ -73,6 +73,10 @@ struct Cli {
     /// Feed stdin to the guest's serial console (line by line unless the terminal is raw).
     #[arg(long)]
     console_input: bool,
+    /// Do not treat a guest whose vCPUs all halted with interrupts off as powered off; the
+    /// guest must end the VM itself (i8042 reset, `reboot=k`), as the peapod agent does.
+    #[arg(long)]
+    no_halt_detection: bool,
     /// Accept a /dev/kvm served by the PVM software hypervisor (standard guests cannot boot
     /// there: only for measuring host-side setup cost).
     #[arg(long)]
@@ -108,6 +112,7 @@ impl Cli {
             console_input: self.console_input,
             console_limit: self.console_limit,
             timing,
+            halt_detection: !self.no_halt_detection,
         }
     }
 }

@@ -119,6 +119,7 @@ pub struct Vm {
     irq_evts: Vec<(EventFd, u32)>,
     cmdline: String,
     timing_start: Option<Instant>,
+    halt_detection: bool,
 }
 
 impl Vm {
@@ -258,6 +259,7 @@ impl Vm {
             irq_evts,
             cmdline,
             timing_start: config.timing.then_some(start),
+            halt_detection: config.halt_detection,
         })
     }
 
@@ -304,6 +306,7 @@ impl Vm {
                 vcpus: &handles,
                 serial: &self.serial,
                 input: self.console_input.take(),
+                halt_detection: self.halt_detection,
             }),
         };
         stop.store(true, Ordering::SeqCst);
@@ -357,6 +360,8 @@ struct Watched<'a> {
     serial: &'a Mutex<SerialDevice>,
     /// The VMM's stdin (unbuffered), fed to the guest's serial port, until end of file.
     input: Option<File>,
+    /// Probe the vCPUs for a halted guest.
+    halt_detection: bool,
 }
 
 fn lock_serial(serial: &Mutex<SerialDevice>) -> std::sync::MutexGuard<'_, SerialDevice> {
@@ -414,6 +419,10 @@ fn wait_for_exit(mut w: Watched<'_>) -> Result<VmExit, VmError> {
             forward_input(&mut w.input, w.serial, input_room);
         }
         if Instant::now() >= next_probe {
+            next_probe = Instant::now() + HALT_PROBE_INTERVAL;
+            if !w.halt_detection {
+                continue;
+            }
             // The answers to the previous probe round are in; a guest whose vCPUs are all
             // halted with interrupts off has stopped itself.
             if probed && w.vcpus.iter().all(VcpuHandle::is_stopped) {
@@ -426,7 +435,6 @@ fn wait_for_exit(mut w: Watched<'_>) -> Result<VmExit, VmError> {
             }
             w.vcpus.iter().for_each(VcpuHandle::probe);
             probed = true;
-            next_probe = Instant::now() + HALT_PROBE_INTERVAL;
         }
     }
 }
