@@ -81,8 +81,9 @@ impl Default for VsockLimits {
             conn_buf_size: 256 * 1024,
             max_pending_host: 32,
             max_queued_rsts: 256,
-            // Firecracker uses 2 s; the emulated KVM test hosts run guests 10-50 times slower.
-            connect_timeout: Duration::from_secs(5),
+            // Firecracker uses 2 s; the emulated KVM test hosts run guests 10-50 times slower,
+            // and 5 s was missed there once by a guest busy writing 1 GiB.
+            connect_timeout: Duration::from_secs(15),
         }
     }
 }
