@@ -25,19 +25,22 @@ cargo test --workspace --locked -- --test-threads=2
 # shellcheck source=../tests/lib/kvm-env.sh
 source "$root/tests/lib/kvm-env.sh"
 kvm_mode="$(kvm_env_mode)"
+# shellcheck source=lib/e2e-retry.sh
+source "$root/scripts/lib/e2e-retry.sh"
+export E2E_CONSOLE_DIRS=("$root/target")
 
 step "end-to-end: boot a real microVM, console + vsock both ways (tests/e2e/boot.sh, mode $kvm_mode)"
-"$root/tests/e2e/boot.sh"
+e2e_run boot "$root/tests/e2e/boot.sh"
 
 step "end-to-end: every way a microVM ends, SMP, big memory, console input (vmm/scripts/boot-smoke.sh)"
 smoke_args=()
 [[ "$kvm_mode" == direct ]] && smoke_args+=(--direct)
-"$root/vmm/scripts/boot-smoke.sh" "${smoke_args[@]}"
+e2e_run boot-smoke "$root/vmm/scripts/boot-smoke.sh" "${smoke_args[@]}"
 
 step "end-to-end: the guest agent as PID 1 runs pods in a microVM (tests/agent-vm/run.sh)"
-"$root/tests/agent-vm/run.sh"
+e2e_run agent-vm "$root/tests/agent-vm/run.sh"
 
 step "end-to-end: peapod run: every example and real pods from real images in microVMs (tests/pod-e2e/run.sh)"
-"$root/tests/pod-e2e/run.sh"
+e2e_run pod-e2e "$root/tests/pod-e2e/run.sh"
 
 step "all tests passed"
