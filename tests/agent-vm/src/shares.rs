@@ -33,9 +33,11 @@ impl Shares {
         self.volumes.join(EMPTY_DIR)
     }
 
-    /// `peapod-vmm` arguments exporting the shares.
+    /// `peapod-vmm` arguments exporting the shares; halt probing is off as in `peapod run`
+    /// (the agent ends the VM with an i8042 reset).
     pub fn vmm_args(&self) -> Vec<String> {
         vec![
+            "--no-halt-detection".into(),
             "--fs".into(),
             format!("{IMAGE_TAG}={}:ro", self.image.display()),
             "--fs".into(),
@@ -142,6 +144,7 @@ mod tests {
         assert_eq!(
             s.vmm_args(),
             vec![
+                "--no-halt-detection".to_string(),
                 "--fs".to_string(),
                 format!("img0={}:ro", s.image.display()),
                 "--fs".to_string(),
