@@ -70,6 +70,6 @@ pub struct VmConfig {
     pub timing: bool,
     /// Treat a guest whose vCPUs all halted with interrupts off as powered off (how Linux
     /// without ACPI powers off). Guests that end themselves with an i8042 reset (the peapod
-    /// agent) turn it off: it costs a probe of every vCPU twice a second.
+    /// agent) turn it off, since it can misfire; the vCPUs are still probed twice a second.
     pub halt_detection: bool,
 }
