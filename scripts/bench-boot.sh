@@ -3,7 +3,7 @@
 # initramfs), then runs `peapod bench boot -n N` (default 20) where KVM works: directly on a
 # hardware-backed /dev/kvm, else inside the emulated KVM test host, whose absolute times are
 # 10-50x hardware (see docs/performance.md). Extra arguments go to `peapod bench boot`
-# (e.g. `-f pod.yaml`, `--kernel-args ""`). Prints p50/p95 per phase and memory per pod; asserts
+# (e.g. `-f pod.yaml`); the guest boots with `quiet` as in docs/performance.md. Prints p50/p95 per phase and memory per pod; asserts
 # nothing. Needs root.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,4 +17,4 @@ source "$repo/tests/lib/kvm-env.sh"
 log "running $runs boots ($(kvm_env_mode))"
 kvm_env_run --timeout "$((runs * 120 + 300))" -- env PEAPOD_ROOT=/tmp/peapod-bench \
     PEAPOD_VMM="$bin/peapod-vmm" PEAPOD_KERNEL="$vmlinux" PEAPOD_INITRD="$initrd" \
-    "$bin/peapod" bench boot -n "$runs" "$@"
+    "$bin/peapod" bench boot -n "$runs" --kernel-args quiet "$@"

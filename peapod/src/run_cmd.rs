@@ -32,8 +32,9 @@ pub struct AssetArgs {
     /// Seconds the guest agent may take to answer after the VMM started.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub boot_timeout: u64,
-    /// Guest kernel parameters added to the VMM's defaults (`""` for a verbose console log).
-    #[arg(long, value_name = "PARAMS", default_value = "quiet")]
+    /// Guest kernel parameters added to the VMM's defaults (e.g. `quiet`: a faster boot, but
+    /// the console log then lacks the kernel's messages, OOM reports among them).
+    #[arg(long, value_name = "PARAMS", default_value = "")]
     pub kernel_args: String,
 }
 

@@ -20,7 +20,7 @@ pub const DEFAULT_VCPUS: u32 = 1;
 pub const DEFAULT_MEMORY_MIB: u64 = 256;
 /// Guest memory added on top of the containers' memory for the kernel, the agent and page
 /// cache, in MiB.
-pub const MEMORY_OVERHEAD_MIB: u64 = 64;
+pub const MEMORY_OVERHEAD_MIB: u64 = 128;
 /// The text that stands for `status.podIP` until the runtime knows the address; see
 /// [`PodPlan::fill_pod_ip`]. It holds NUL bytes, which validation forbids in manifests, so
 /// it cannot collide with user text, and no `$`, so `$(VAR)` expansion copies it verbatim.

@@ -49,8 +49,8 @@ fn vm_sizing_defaults_and_sums() {
             "  - {name: a, image: busybox, resources: {limits: {cpu: 1500m, memory: 256Mi}, requests: {cpu: 100m, memory: 64Mi}}}\n",
             "  - {name: b, image: busybox, resources: {requests: {cpu: 250m, memory: 100M}}}\n",
         )),
-        // cpu 1.75 -> 2; memory 256Mi + 100e6 bytes (95.37Mi -> 96) + 64
-        (2, 256 + 96 + 64)
+        // cpu 1.75 -> 2; memory 256Mi + 100e6 bytes (95.37Mi -> 96) + 128
+        (2, 256 + 96 + 128)
     );
     // Init containers count as max(init) against sum(app).
     assert_eq!(
@@ -61,7 +61,7 @@ fn vm_sizing_defaults_and_sums() {
             "  - {name: a, image: busybox, resources: {limits: {cpu: 1, memory: 128Mi}}}\n",
             "  - {name: b, image: busybox, resources: {limits: {cpu: 1, memory: 128Mi}}}\n",
         )),
-        (3, 1024 + 64)
+        (3, 1024 + 128)
     );
     // A tiny request still gets one vCPU.
     assert_eq!(
@@ -74,7 +74,7 @@ fn vm_sizing_defaults_and_sums() {
             "  volumes: [{name: t, emptyDir: {medium: Memory, sizeLimit: 32Mi}}]\n",
             "  containers: [{name: a, image: busybox, resources: {limits: {memory: 32Mi}}}]\n",
         )),
-        (1, 32 + 32 + 64)
+        (1, 32 + 32 + 128)
     );
 }
 
