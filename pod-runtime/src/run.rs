@@ -50,10 +50,21 @@ pub enum RunError {
         /// Console and VMM output tails.
         details: String,
     },
+    /// The agent never answered while the VM kept running.
+    #[error("{cause}{details}")]
+    BootTimeout {
+        /// The agent connection's error.
+        cause: AgentError,
+        /// Console tail and the VMM's state dump.
+        details: String,
+    },
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
 }
+
+/// How long a VMM gets to print its state dump (SIGUSR1) for an error report.
+const STATE_DUMP_WAIT: Duration = Duration::from_millis(1500);
 
 impl RunError {
     /// Whether this is bad input (found before the VM started) rather than a failure.
@@ -223,6 +234,7 @@ pub fn run_pod(
         .collect();
     let vsock = dir.vsock();
     let console = dir.console();
+    let vmm_log = dir.vmm_log();
     cleanup.dir = Some(dir);
     // A pod whose set-up fails before the VM starts leaves nothing, not even its directory.
     let setup = (|| {
@@ -248,6 +260,7 @@ pub fn run_pod(
         memory_mib: plan.vm.memory_mib,
         vsock_uds: vsock.clone(),
         console: console.clone(),
+        stderr_log: vmm_log,
         shares: cleanup.layout.shares.clone(),
         extra_cmdline: opts.extra_cmdline.clone(),
     };
@@ -299,7 +312,19 @@ pub fn run_pod(
             }
             return Err(match vm.try_wait()? {
                 Some(s) => crashed(&mut vm, s.to_string()),
-                None => e.into(),
+                None => {
+                    // A guest that never answered: keep the VMM's view of it for the report.
+                    vm.dump_state(STATE_DUMP_WAIT);
+                    RunError::BootTimeout {
+                        cause: e,
+                        details: format!(
+                            "\n--- last console lines ({}):\n{}\n--- vmm state:\n{}",
+                            console.display(),
+                            tail_of(&console, 15),
+                            vm.stderr_tail().join("\n")
+                        ),
+                    }
+                }
             });
         }
     };

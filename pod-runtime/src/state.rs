@@ -2,7 +2,8 @@
 //! `peapod run` that created it (an exclusive `flock` on `lock` while it runs).
 //!
 //! Layout: `pod.yaml` (the manifest as given), `pod.json` ([`PodRecord`]), `status.json` (the
-//! final status), `console.log` (guest console), `logs/<container>.log` (CRI format),
+//! final status), `console.log` (guest console), `vmm.log` (the VMM's stderr),
+//! `logs/<container>.log` (CRI format),
 //! `vsock.sock` (the VMM's hybrid vsock socket, while running), `volumes/` (emptyDir data,
 //! removed when the pod ends), `files/` (bind mounts of hostPath files, while running).
 
@@ -189,6 +190,11 @@ impl PodDir {
     /// The guest console log.
     pub fn console(&self) -> PathBuf {
         self.path.join("console.log")
+    }
+
+    /// The VMM's stderr.
+    pub fn vmm_log(&self) -> PathBuf {
+        self.path.join("vmm.log")
     }
 
     /// The VMM's hybrid vsock socket.

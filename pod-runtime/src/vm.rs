@@ -1,8 +1,10 @@
 //! The pod's VMM process: spawned in its own process group (a terminal's Ctrl-C reaches
 //! `peapod`, which stops the pod gracefully, not the VMM), killed if `peapod` dies
-//! (`PR_SET_PDEATHSIG`), and always reaped.
+//! (`PR_SET_PDEATHSIG`), and always reaped. Its stderr goes to a log file in the pod directory
+//! (and its last lines into error reports); SIGUSR1 makes it print a state dump there.
 
-use std::io::{BufRead, BufReader};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -27,6 +29,15 @@ pub enum VmError {
     /// Waiting for the VMM failed.
     #[error("waiting for the vmm: {0}")]
     Wait(std::io::Error),
+    /// The VMM's log file could not be created.
+    #[error("cannot create {path}: {source}")]
+    Log {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How to start the VMM.
@@ -46,6 +57,8 @@ pub struct VmSpec {
     pub vsock_uds: PathBuf,
     /// Console log file.
     pub console: PathBuf,
+    /// Where the VMM's stderr is written.
+    pub stderr_log: PathBuf,
     /// virtio-fs shares.
     pub shares: Vec<Share>,
     /// Extra kernel parameters appended to the VMM's default command line.
@@ -125,6 +138,10 @@ impl Vm {
                 Ok(())
             });
         }
+        let mut log = File::create(&spec.stderr_log).map_err(|source| VmError::Log {
+            path: spec.stderr_log.clone(),
+            source,
+        })?;
         let spawned_at = Instant::now();
         let mut child = cmd.spawn().map_err(|source| VmError::Spawn {
             path: spec.vmm.clone(),
@@ -138,6 +155,8 @@ impl Vm {
             thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
+                    // The log is for diagnosis only: a full disk must not stop the pod.
+                    let _ = writeln!(log, "{line}");
                     if let Some(v) = parse_timing(&line) {
                         if let Ok(mut s) = setup_us.lock() {
                             *s = Some(v);
@@ -206,6 +225,22 @@ impl Vm {
         self.setup_us.lock().ok().and_then(|s| *s)
     }
 
+    /// Asks a running VMM for its state dump (SIGUSR1) and gives it `wait` to print it; the
+    /// dump then is in the stderr log and [`Vm::stderr_tail`].
+    pub fn dump_state(&mut self, wait: Duration) {
+        if !matches!(self.try_wait(), Ok(None)) {
+            return;
+        }
+        let Ok(pid) = i32::try_from(self.pid()) else {
+            return;
+        };
+        // SAFETY: kill(2) with a valid signal on our own child, which has not been reaped (it
+        // was still running above), so the pid cannot have been reused.
+        if unsafe { libc::kill(pid, libc::SIGUSR1) } == 0 {
+            thread::sleep(wait);
+        }
+    }
+
     /// The last lines the VMM wrote to stderr.
     pub fn stderr_tail(&mut self) -> Vec<String> {
         if self.status.is_some() {
@@ -265,6 +300,7 @@ mod tests {
             memory_mib: 300,
             vsock_uds: "/s".into(),
             console: "/c".into(),
+            stderr_log: "/l".into(),
             shares: vec![Share {
                 tag: "img0".into(),
                 host_path: "/r".into(),

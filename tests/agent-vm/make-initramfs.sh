@@ -10,13 +10,12 @@
 set -euo pipefail
 [[ $# -ge 1 ]] || { echo "usage: $0 OUT [AGENT_BINARY]" >&2; exit 2; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 repo="$(cd "$here/../.." && pwd)"
 out="$1"
 agent="${2:-$repo/target/static/x86_64-unknown-linux-gnu/release/peapod-agent}"
-die() { echo "make-initramfs.sh: $*" >&2; exit 1; }
-static() { ! ldd "$1" 2>&1 | grep -q '=>'; }
-[[ -x "$agent" ]] || die "agent binary $agent not found (build it static first)"
-static "$agent" || die "$agent is dynamically linked; the initramfs has no libc"
+require_static "$agent" "agent binary" "build it static first: build_static in tests/lib/build-static.sh"
 
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT

@@ -8,12 +8,12 @@
 # image root `img0`. PEAPOD_BUSYBOX overrides /bin/busybox.
 set -euo pipefail
 [[ $# -eq 1 ]] || { echo "usage: $0 DIR" >&2; exit 2; }
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 rootfs="$1"
 busybox="${PEAPOD_BUSYBOX:-/bin/busybox}"
-die() { echo "make-rootfs.sh: $*" >&2; exit 1; }
-static() { ! ldd "$1" 2>&1 | grep -q '=>'; }
-[[ -x "$busybox" ]] || die "$busybox not found (apt-get install busybox-static)"
-static "$busybox" || die "$busybox is dynamically linked (install busybox-static)"
+require_static "$busybox" busybox "apt-get install busybox-static"
 if [[ -e "$rootfs" ]] && [[ -n "$(ls -A "$rootfs")" ]]; then
     die "$rootfs exists and is not empty"
 fi

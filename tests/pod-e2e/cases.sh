@@ -4,8 +4,9 @@
 # Environment (run.sh sets it): PEAPOD_E2E_BIN (peapod, launch), PEAPOD_VMM, PEAPOD_KERNEL,
 # PEAPOD_INITRD, PEAPOD_E2E_OUT (per-case files; default /tmp/pod-e2e-out), PEAPOD_E2E_ONLY
 # (comma-separated case names), PEAPOD_BUSYBOX (default /bin/busybox, static).
-# Prints ok/FAIL per case (reasons, output and guest console tail on failure), then a summary
-# with durations; exits 1 when a case failed.
+# Prints ok/FAIL per case (reasons, output, guest console tail and the VMM's state dump on
+# failure), then a summary with durations; a failed case runs once more, and the suite exits 1
+# when a case failed twice (PEAPOD_E2E_RETRY=0: once).
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 pods="$here/pods"
@@ -285,6 +286,25 @@ case_vmm_killed() { # the VMM dies (SIGKILL): run exits 1 and cleans up (checked
     expect_rc 1 60
 }
 
+case_vmm_state_dump() { # SIGUSR1 to the VMM prints every thread and vCPU state; the pod goes on
+    start_pod "$pods/e2e-sigterm.yaml"
+    wait_out "[idle] started" 150 || return
+    v="$(vmm_pids)"
+    [ -n "$v" ] || { fail "no peapod-vmm process found while the pod runs"; return; }
+    # shellcheck disable=SC2086 # one or more pids
+    kill -USR1 $v
+    end=$(($(secs) + 20))
+    until grep -q 'peapod-vmm: state: vcpu0: .* rip=0x' "$c/vmm.log" 2>/dev/null; do
+        [ "$(secs)" -lt "$end" ] || { fail "no vcpu0 state line in vmm.log 20 s after SIGUSR1"; break; }
+        sleep 0.2
+    done
+    grep -q 'peapod-vmm: state: thread .* vcpu0 state=' "$c/vmm.log" || fail "vmm.log lists no vcpu0 thread"
+    ! grep -q 'did not answer' "$c/vmm.log" || fail "a vCPU did not answer: $(grep 'did not answer' "$c/vmm.log")"
+    running || fail "the pod ended after SIGUSR1 to the VMM"
+    sig INT
+    expect_rc 130 60
+}
+
 # --- bad input: exit 2 before any VM starts, nothing left -----------------------------------
 
 case_bad_image() {
@@ -313,7 +333,7 @@ case_bad_hostpath() {
 
 all_cases="bad-manifest bad-image bad-hostpath busy-pod-once busy-pod counter hostpath
 init-container two-containers twocontainers emptydir emptydir-restart sidecar init-prep localhost-http
-hostpath-create oom rootfs-1g four memory-emptydir subpath readonly sigint-twice sigterm vmm-killed"
+hostpath-create oom rootfs-1g four memory-emptydir subpath readonly sigint-twice sigterm vmm-killed vmm-state-dump"
 all_cases="$(echo "$all_cases" | tr '\n' ' ')"
 if [ -n "${PEAPOD_E2E_ONLY:-}" ]; then
     for n in $(echo "$PEAPOD_E2E_ONLY" | tr , ' '); do
@@ -323,9 +343,25 @@ fi
 
 t_start="$(now)"
 : >"$out/summary"
-for name in $all_cases; do run_case "$name"; done
+# A failed case runs once more (PEAPOD_E2E_RETRY=0: never): the emulated test host stalls a
+# guest now and then (tests/README.md, "Known intermittent failures"). A case counts as failed
+# only when both attempts fail; one that passes on its second attempt is listed as flaky, with
+# the first attempt's report (and VMM state dump) above.
+flaky=""
+for name in $all_cases; do
+    selected "$name" || continue
+    if run_case "$name"; then
+        passed=$((passed + 1))
+    elif [ "${PEAPOD_E2E_RETRY:-1}" != 0 ] && run_case "$name" 2; then
+        passed=$((passed + 1))
+        flaky="$flaky $name"
+    else
+        failed=$((failed + 1))
+    fi
+done
 total="$(awk -v a="$t_start" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }')"
 echo
 echo "pod-e2e summary ($passed passed, $failed failed, ${total}s):"
 cat "$out/summary"
+[ -z "$flaky" ] || echo "flaky (failed once, passed on the second attempt):$flaky"
 [ "$failed" = 0 ]

@@ -22,8 +22,9 @@ mounts_snapshot() { awk '{ print $1, $2, $3 }' /proc/mounts | LC_ALL=C sort; }
 
 # start_pod MANIFEST [EXTRA ARGS...]: `peapod run --rm -f MANIFEST` in the background, in a
 # process group of its own with SIGINT at its default action (as from a terminal). stdout and
-# stderr go to $c/stdout and $c/stderr, the exit status to $c/rc; the guest console is followed
-# into $c/console.log. `--rm` is left out when the first extra argument is --keep.
+# stderr go to $c/stdout and $c/stderr, the exit status to $c/rc; the guest console and the
+# VMM's stderr are followed into $c/console.log and $c/vmm.log. `--rm` is left out when the first
+# extra argument is --keep.
 start_pod() {
     local manifest="$1" rm_flag=--rm pod_name pod_ns
     shift
@@ -45,7 +46,9 @@ start_pod() {
     while [ ! -s "$c/pid" ]; do sleep 0.05; done
     run_pid="$(cat "$c/pid")"
     tail -n +1 -F "$PEAPOD_ROOT/pods/$pod_ns/$pod_name/console.log" >"$c/console.log" 2>/dev/null &
-    tail_pid=$!
+    tail_pids="$tail_pids $!"
+    tail -n +1 -F "$PEAPOD_ROOT/pods/$pod_ns/$pod_name/vmm.log" >"$c/vmm.log" 2>/dev/null &
+    tail_pids="$tail_pids $!"
 }
 
 running() { [ -n "${run_pid:-}" ] && [ ! -e "$c/rc" ]; }
@@ -200,26 +203,36 @@ selected() {
     return 1
 }
 
-# run_case NAME: runs case_NAME (underscores for dashes) with a fresh PEAPOD_ROOT, then checks
-# leftovers: no run or VMM process, nothing under $PEAPOD_ROOT/pods (every case uses --rm or
-# cleans up itself; an empty namespace dir may stay), /proc/mounts as before.
+# run_case NAME [ATTEMPT]: runs case_NAME (underscores for dashes) with a fresh PEAPOD_ROOT, then
+# checks leftovers: no run or VMM process, nothing under $PEAPOD_ROOT/pods (every case uses --rm
+# or cleans up itself; an empty namespace dir may stay), /proc/mounts as before. When the case
+# failed with its pod still running, the VMM is asked for its state dump (SIGUSR1) first.
+# Returns 1 when the case failed; files go to $out/NAME (attempt 2: $out/NAME.2).
 run_case() {
-    local name="$1" t0 t1 left stale dur p
-    selected "$name" || return 0
+    local name="$1" attempt="${2:-1}" t0 t1 left stale dur p label
     c="$out/$name"
+    label="$name"
+    if [ "$attempt" != 1 ]; then
+        c="$out/$name.$attempt"
+        label="$name (attempt $attempt)"
+    fi
     rm -rf "$c"
     mkdir -p "$c"
     export PEAPOD_ROOT="$work/$name/root"
     rm -rf "${PEAPOD_ROOT%/root}"
     mkdir -p "$PEAPOD_ROOT"
     export PEAPOD_VMM="$real_vmm"
-    run_pid="" sub_pid="" tail_pid="" rc=""
+    run_pid="" sub_pid="" tail_pids="" rc=""
     mounts_snapshot >"$c/mounts.before"
     t0="$(now)"
-    echo "--- $name" >&2
+    echo "--- $label" >&2
     "case_$(echo "$name" | tr - _)"
+    if [ -s "$c/reasons" ] && running; then
+        for p in $(vmm_pids); do kill -USR1 "$p" 2>/dev/null; done
+        sleep 2
+    fi
     stop_run
-    [ -n "$tail_pid" ] && kill "$tail_pid" 2>/dev/null && wait "$tail_pid" 2>/dev/null
+    for p in $tail_pids; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
     # The contract: stdout holds container log lines only, each "[CONTAINER] LINE".
     if [ -s "$c/stdout" ] && grep -qEv '^\[[^]]+\]( |$)' "$c/stdout"; then
         fail "stdout has lines that are not '[container] line': $(grep -Ev '^\[[^]]+\]( |$)' "$c/stdout" | head -n 3 | tr '\n' '|')"
@@ -243,8 +256,7 @@ run_case() {
     t1="$(now)"
     dur="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
     if [ -s "$c/reasons" ]; then
-        failed=$((failed + 1))
-        echo "FAIL $name (${dur}s)"
+        echo "FAIL $label (${dur}s)"
         sed 's/^/     reason: /' "$c/reasons"
         if [ -s "$c/stdout" ]; then
             echo "     stdout (last 10 lines):"
@@ -258,12 +270,16 @@ run_case() {
             echo "     guest console (last 25 lines):"
             tail -n 25 "$c/console.log" | sed 's/^/       | /'
         fi
+        if grep -q 'peapod-vmm: state:' "$c/vmm.log" 2>/dev/null; then
+            echo "     VMM state dump (SIGUSR1):"
+            grep 'peapod-vmm: state:' "$c/vmm.log" | sed 's/^/       | /'
+        fi
         echo "     files: $c"
-        printf '%-26s FAIL %7ss\n' "$name" "$dur" >>"$out/summary"
-    else
-        passed=$((passed + 1))
-        echo "ok   $name (${dur}s)"
-        printf '%-26s ok   %7ss\n' "$name" "$dur" >>"$out/summary"
+        printf '%-30s FAIL %7ss\n' "$label" "$dur" >>"$out/summary"
+        rm -rf "${PEAPOD_ROOT%/root}"
+        return 1
     fi
+    echo "ok   $label (${dur}s)"
+    printf '%-30s ok   %7ss\n' "$label" "$dur" >>"$out/summary"
     rm -rf "${PEAPOD_ROOT%/root}"
 }

@@ -10,6 +10,7 @@ pub mod bus;
 pub mod cmdline;
 pub mod config;
 pub mod devices;
+pub mod diagnostics;
 pub mod exit;
 pub mod host_check;
 pub mod memory;

@@ -21,6 +21,9 @@ Exit status:
   130  stopped by SIGINT
   143  stopped by SIGTERM
 
+Signals: SIGUSR1 while the guest runs prints a state dump to stderr (threads, and each vCPU's
+registers, pending events and LAPIC timer); the VM goes on.
+
 Environment:
   PEAPOD_VMM_TIMING=1  print `peapod-vmm: timing setup_us=N` to stderr, N being the
                        microseconds from the start of main() to the first KVM_RUN";

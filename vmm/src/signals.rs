@@ -1,4 +1,5 @@
-//! Host termination signals (SIGINT, SIGTERM) received through a signalfd while a VM runs.
+//! Host signals received through a signalfd while a VM runs: SIGINT and SIGTERM end the VM,
+//! SIGUSR1 asks for a state dump on stderr.
 
 use std::fs::File;
 use std::io::Read;
@@ -8,7 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
     /// The signal mask could not be changed.
-    #[error("cannot block termination signals: {0}")]
+    #[error("cannot block host signals: {0}")]
     Mask(std::io::Error),
     /// signalfd failed.
     #[error("signalfd failed: {0}")]
@@ -21,14 +22,14 @@ pub enum SignalError {
     Poll(std::io::Error),
 }
 
-/// SIGINT and SIGTERM blocked in this thread and readable from a signalfd; dropping it
+/// SIGINT, SIGTERM and SIGUSR1 blocked in this thread and readable from a signalfd; dropping it
 /// restores the previous signal mask.
-pub struct TerminationSignals {
+pub struct HostSignals {
     fd: File,
     old_mask: libc::sigset_t,
 }
 
-fn termination_set() -> libc::sigset_t {
+fn host_signal_set() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t; these calls cannot fail for valid signal numbers.
@@ -36,15 +37,16 @@ fn termination_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
     }
     set
 }
 
-impl TerminationSignals {
-    /// Blocks SIGINT and SIGTERM in the calling thread (threads spawned later inherit the
+impl HostSignals {
+    /// Blocks SIGINT, SIGTERM and SIGUSR1 in the calling thread (threads spawned later inherit the
     /// mask) and opens a signalfd for them.
     pub fn block() -> Result<Self, SignalError> {
-        let set = termination_set();
+        let set = host_signal_set();
         // SAFETY: sigset_t is plain data, filled in by pthread_sigmask.
         let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
         // SAFETY: both pointers are valid sigset_t values for the duration of the call.
@@ -62,7 +64,7 @@ impl TerminationSignals {
         }
         // SAFETY: `fd` is a new descriptor owned by nothing else.
         let fd = unsafe { File::from_raw_fd(fd) };
-        Ok(TerminationSignals { fd, old_mask })
+        Ok(HostSignals { fd, old_mask })
     }
 
     /// Reads one pending signal number, if any.
@@ -80,13 +82,13 @@ impl TerminationSignals {
     }
 }
 
-impl AsRawFd for TerminationSignals {
+impl AsRawFd for HostSignals {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 }
 
-impl Drop for TerminationSignals {
+impl Drop for HostSignals {
     fn drop(&mut self) {
         // SAFETY: restores the mask saved in `block`; the pointer is valid.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
@@ -102,7 +104,7 @@ mod tests {
         // Run in a fresh thread so the test harness's other threads keep their masks; the
         // signal is sent to this thread only.
         std::thread::spawn(|| {
-            let sigs = TerminationSignals::block().unwrap();
+            let sigs = HostSignals::block().unwrap();
             assert_eq!(sigs.read().unwrap(), None);
             // SAFETY: sends SIGTERM to this very thread, where it is blocked.
             unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGTERM) };

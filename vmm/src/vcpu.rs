@@ -7,6 +7,10 @@
 //! VMM finds such a guest by "probing" the vCPUs periodically (same kick, with a probe flag):
 //! the vCPU thread then reads its MP state and RFLAGS and records whether the vCPU is halted
 //! with interrupts disabled (or, for an application processor, was never started).
+//!
+//! The same kick also serves a state dump ([`VcpuHandle::request_dump`], on SIGUSR1 to the VMM):
+//! the vCPU thread prints its registers, MP state, pending events and LAPIC timer to stderr, so
+//! a guest that stopped making progress can be told from a VMM thread stuck outside KVM_RUN.
 
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -135,6 +139,10 @@ struct ProbeState {
     /// Set by the vCPU thread: the vCPU was halted with interrupts disabled (or never started)
     /// at the last probe.
     stopped: AtomicBool,
+    /// Set by the main thread: print the vCPU's state to stderr.
+    dump_requested: AtomicBool,
+    /// Set by the vCPU thread once it printed the state asked for.
+    dumped: AtomicBool,
 }
 
 /// RFLAGS.IF.
@@ -190,6 +198,24 @@ impl VcpuHandle {
         self.probe.stopped.load(Ordering::SeqCst)
     }
 
+    /// Asks the vCPU thread to print its vCPU's state to stderr; [`VcpuHandle::dumped`] says
+    /// when it did. A thread blocked outside KVM_RUN (in a device, say) never answers.
+    pub fn request_dump(&self) {
+        self.probe.dumped.store(false, Ordering::SeqCst);
+        self.probe.dump_requested.store(true, Ordering::SeqCst);
+        self.kick();
+    }
+
+    /// Whether the state asked for by the last [`VcpuHandle::request_dump`] was printed.
+    pub fn dumped(&self) -> bool {
+        self.probe.dumped.load(Ordering::SeqCst)
+    }
+
+    /// The vCPU index.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
     /// Makes the vCPU leave KVM_RUN (to stop it, set its stop flag first).
     pub fn kick(&self) {
         // The kvm_run page is mapped until the thread is joined, which consumes `self`.
@@ -240,6 +266,13 @@ fn run_vcpu(
         immediate_exit.set(0);
         if probe.requested.swap(false, Ordering::SeqCst) {
             probe.stopped.store(stopped_for_good(fd), Ordering::SeqCst);
+        }
+        if probe.dump_requested.swap(false, Ordering::SeqCst) {
+            eprintln!(
+                "peapod-vmm: state: vcpu{id}: {}",
+                crate::arch::x86_64::vcpu_state::describe(fd)
+            );
+            probe.dumped.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -450,6 +483,28 @@ mod tests {
         handle.join().unwrap();
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(exit.take(), None, "a kick is not a guest exit");
+    }
+
+    #[test]
+    fn a_dump_request_is_answered_by_a_running_vcpu() {
+        install_kick_handler().unwrap();
+        // jmp $ (spin forever)
+        let Some((_vm, vcpu, _mem)) = real_mode_vm(&[0xeb, 0xfe]) else {
+            return;
+        };
+        let (ctx, _evt) = context(Arc::new(Mutex::new(Vec::new())));
+        let stop = ctx.stop.clone();
+        let handle = VcpuHandle::spawn(0, vcpu, ctx).unwrap();
+        assert!(!handle.dumped());
+        handle.request_dump();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !handle.dumped() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(handle.dumped(), "the vcpu thread did not print its state");
+        stop.store(true, Ordering::SeqCst);
+        handle.kick();
+        handle.join().unwrap();
     }
 
     /// Runs `code` with an in-kernel irqchip, probes it for a while, and returns whether a

@@ -25,7 +25,7 @@ use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::serial::{SerialDevice, COM1_BASE, COM1_GSI, COM1_LEN};
 use crate::exit::VmExit;
 use crate::memory::{create_guest_ram, GuestRam, MemoryError};
-use crate::signals::{SignalError, TerminationSignals};
+use crate::signals::{HostSignals, SignalError};
 use crate::vcpu::{install_kick_handler, ExitNotifier, VcpuContext, VcpuError, VcpuHandle};
 use crate::virtio::mmio::{MmioError, MmioTransport};
 use crate::virtio::VirtioDevice;
@@ -274,9 +274,10 @@ impl Vm {
     }
 
     /// Runs the VM until it ends, then stops and joins every vCPU thread. SIGINT and SIGTERM
-    /// are blocked in the calling thread (and thus in the vCPU threads) while it runs.
+    /// are blocked in the calling thread (and thus in the vCPU threads) while it runs; SIGUSR1
+    /// prints a state dump to stderr ([`crate::diagnostics`]).
     pub fn run(mut self) -> Result<VmExit, VmError> {
-        let signals = TerminationSignals::block()?;
+        let signals = HostSignals::block()?;
         install_kick_handler()?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::with_capacity(self.vcpus.len());
@@ -353,7 +354,7 @@ const CONSOLE_INPUT_CHUNK: usize = 64;
 
 /// What the main thread watches while the VM runs.
 struct Watched<'a> {
-    signals: &'a TerminationSignals,
+    signals: &'a HostSignals,
     exit: &'a ExitNotifier,
     reset_evt: &'a EventFd,
     vcpus: &'a [VcpuHandle],
@@ -401,8 +402,10 @@ fn wait_for_exit(mut w: Watched<'_>) -> Result<VmExit, VmError> {
             return Err(VmError::Signals(SignalError::Poll(err)));
         }
         if fds[2].revents != 0 {
-            if let Some(sig) = w.signals.read()? {
-                return Ok(VmExit::Signal(sig));
+            match w.signals.read()? {
+                Some(libc::SIGUSR1) => crate::diagnostics::dump_state(w.vcpus),
+                Some(sig) => return Ok(VmExit::Signal(sig)),
+                None => {}
             }
         }
         if fds[1].revents != 0 {

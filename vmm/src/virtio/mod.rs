@@ -1,5 +1,6 @@
-//! Virtio devices for the microVM: the transport-agnostic device trait and the activation checks
-//! every device makes, the interrupt handle devices use to notify the driver, the virtio-mmio
+//! Virtio devices for the microVM: the transport-agnostic device trait, the state, checks and
+//! worker thread handling every device shares ([`DeviceState`], [`DeviceParts`],
+//! [`WorkerThread`]), the interrupt handle devices use to notify the driver, the virtio-mmio
 //! transport, the worker-thread plumbing the devices share ([`event_loop`]) and the user-space
 //! vsock and virtio-fs devices (in process, or through a vhost-user back-end).
 //!
@@ -14,9 +15,12 @@ pub(crate) mod test_driver;
 pub mod vhost_user_fs;
 pub mod vsock;
 
+use std::thread::JoinHandle;
+
+use log::warn;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use interrupt::{Interrupt, InterruptError};
 
@@ -121,6 +125,207 @@ pub trait VirtioDevice: Send {
     fn is_activated(&self) -> bool;
 }
 
+/// What every device of this VMM keeps the same way: its type and queue sizes, the feature
+/// negotiation (spec §2.2: the driver's features are the offered ones it accepted, cleared by a
+/// reset), a config space the driver may read but not change, and whether it is active.
+///
+/// A device embeds one and implements [`DeviceParts`]; that makes it a [`VirtioDevice`].
+#[derive(Debug)]
+pub struct DeviceState {
+    name: String,
+    device_type: u32,
+    queue_max_sizes: Vec<u16>,
+    avail_features: u64,
+    acked_features: u64,
+    config: Vec<u8>,
+    activated: bool,
+}
+
+impl DeviceState {
+    /// The state of a device of `device_type` named `name` in log messages (e.g.
+    /// `"virtio-fs share"`), with one queue per entry of `queue_max_sizes` (its maximum size),
+    /// offering `avail_features`, with the read-only config space `config`.
+    pub fn new(
+        name: impl Into<String>,
+        device_type: u32,
+        queue_max_sizes: Vec<u16>,
+        avail_features: u64,
+        config: Vec<u8>,
+    ) -> Self {
+        DeviceState {
+            name: name.into(),
+            device_type,
+            queue_max_sizes,
+            avail_features,
+            acked_features: 0,
+            config,
+            activated: false,
+        }
+    }
+
+    /// The device's name in log messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The feature bits the driver accepted (a subset of the offered ones).
+    pub fn acked_features(&self) -> u64 {
+        self.acked_features
+    }
+
+    /// Whether the device is active (activated and not reset since).
+    pub fn is_activated(&self) -> bool {
+        self.activated
+    }
+}
+
+/// What a device is given when it is activated (see [`VirtioDevice::activate`]).
+pub struct Activation {
+    /// The guest memory.
+    pub mem: GuestMemoryMmap,
+    /// The handle to interrupt the driver with.
+    pub interrupt: Interrupt,
+    /// The queues, as the driver configured them.
+    pub queues: Vec<Queue>,
+    /// For each queue, the eventfd the transport signals when the driver notifies it.
+    pub queue_evts: Vec<EventFd>,
+}
+
+/// The part of a device that differs from device to device: starting and stopping the work on
+/// its queues. The rest lives in the device's [`DeviceState`], and every `DeviceParts` is a
+/// [`VirtioDevice`] through the implementation below, which makes the activation checks, keeps
+/// the negotiated features and the active flag, and refuses config space writes.
+pub trait DeviceParts: Send {
+    /// The device's shared state.
+    fn state(&self) -> &DeviceState;
+
+    /// The device's shared state, to change.
+    fn state_mut(&mut self) -> &mut DeviceState;
+
+    /// Starts the work on the queues with what [`VirtioDevice::activate`] was given, after its
+    /// checks passed (not active, every queue there, ready and with its eventfd). On an error
+    /// the device stays inactive.
+    fn start(&mut self, activation: Activation) -> Result<(), ActivateError>;
+
+    /// Stops the work on the queues and drops what `start` was given; does nothing when not
+    /// started.
+    fn stop(&mut self);
+}
+
+impl<T: DeviceParts> VirtioDevice for T {
+    fn device_type(&self) -> u32 {
+        self.state().device_type
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.state().queue_max_sizes
+    }
+
+    fn avail_features(&self) -> u64 {
+        self.state().avail_features
+    }
+
+    fn acked_features(&self) -> u64 {
+        self.state().acked_features
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        let state = self.state_mut();
+        state.acked_features = features & state.avail_features;
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.state().config, offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, _data: &[u8]) {
+        warn!(
+            "{}: guest write to read-only config space at {offset:#x} ignored",
+            self.state().name
+        );
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Interrupt,
+        queues: Vec<Queue>,
+        queue_evts: Vec<EventFd>,
+    ) -> Result<(), ActivateError> {
+        let state = self.state();
+        check_activation(
+            state.activated,
+            &queues,
+            &queue_evts,
+            state.queue_max_sizes.len(),
+        )?;
+        self.start(Activation {
+            mem,
+            interrupt,
+            queues,
+            queue_evts,
+        })?;
+        self.state_mut().activated = true;
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.stop();
+        let state = self.state_mut();
+        state.acked_features = 0;
+        state.activated = false;
+    }
+
+    fn is_activated(&self) -> bool {
+        self.state().activated
+    }
+}
+
+/// A device's worker thread, and the eventfd that tells it to return.
+#[derive(Debug)]
+pub struct WorkerThread<T> {
+    name: String,
+    kill_evt: EventFd,
+    thread: JoinHandle<T>,
+}
+
+impl<T: Send + 'static> WorkerThread<T> {
+    /// Starts thread `name` running `run`, which gets the kill eventfd and must return soon
+    /// after it is signalled.
+    pub fn spawn(
+        name: String,
+        run: impl FnOnce(EventFd) -> T + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let kill_evt = EventFd::new(EFD_NONBLOCK)?;
+        let worker_kill = kill_evt.try_clone()?;
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || run(worker_kill))?;
+        Ok(WorkerThread {
+            name,
+            kill_evt,
+            thread,
+        })
+    }
+
+    /// Signals the thread to return and joins it. `None` (logged) if it could not be signalled,
+    /// and is left detached, or if it panicked.
+    pub fn stop(self) -> Option<T> {
+        if let Err(e) = self.kill_evt.write(1) {
+            // Without the kill event the thread cannot be joined.
+            warn!("{}: failed to stop the worker thread: {e}", self.name);
+            return None;
+        }
+        match self.thread.join() {
+            Ok(result) => Some(result),
+            Err(_) => {
+                warn!("{}: the worker thread panicked", self.name);
+                None
+            }
+        }
+    }
+}
+
 /// The checks every device makes before it starts (see [`VirtioDevice::activate`]): not already
 /// active, one queue and one queue eventfd for each of its `expected` queues, every queue made
 /// ready by the driver.
@@ -218,5 +423,165 @@ mod tests {
             err(false, &[true, false, true], 3, 3),
             ActivateError::QueueNotReady(1)
         ));
+    }
+
+    /// Waits (polling) until `kill` is signalled.
+    fn wait_killed(kill: &EventFd) {
+        while kill.read().is_err() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn worker_thread_runs_until_stopped() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = WorkerThread::spawn("test-worker".into(), move |kill| {
+            tx.send(std::thread::current().name().map(String::from))
+                .unwrap();
+            wait_killed(&kill);
+            42
+        })
+        .unwrap();
+        assert_eq!(rx.recv().unwrap().as_deref(), Some("test-worker"));
+        assert_eq!(worker.stop(), Some(42));
+    }
+
+    #[test]
+    fn worker_thread_panic_is_none() {
+        let worker = WorkerThread::spawn("test-panic".into(), |kill| {
+            wait_killed(&kill);
+            panic!("worker failed");
+        })
+        .unwrap();
+        assert_eq!(worker.stop(), None::<()>);
+    }
+
+    /// A device made of a [`DeviceState`] and a recording start/stop.
+    struct Parts {
+        state: DeviceState,
+        started: usize,
+        stopped: usize,
+        fail_start: bool,
+        queues: Vec<Queue>,
+    }
+
+    impl DeviceParts for Parts {
+        fn state(&self) -> &DeviceState {
+            &self.state
+        }
+        fn state_mut(&mut self) -> &mut DeviceState {
+            &mut self.state
+        }
+        fn start(&mut self, activation: Activation) -> Result<(), ActivateError> {
+            if self.fail_start {
+                return Err(ActivateError::Backend("no".into()));
+            }
+            self.started += 1;
+            self.queues = activation.queues;
+            Ok(())
+        }
+        fn stop(&mut self) {
+            self.stopped += 1;
+            self.queues.clear();
+        }
+    }
+
+    fn parts() -> Parts {
+        Parts {
+            state: DeviceState::new(
+                "test",
+                TYPE_BLOCK,
+                vec![16, 32],
+                (1 << VIRTIO_F_VERSION_1) | 1 << 3,
+                vec![1, 2, 3],
+            ),
+            started: 0,
+            stopped: 0,
+            fail_start: false,
+            queues: Vec::new(),
+        }
+    }
+
+    fn activate(dev: &mut Parts, ready: &[bool]) -> Result<(), ActivateError> {
+        let mem =
+            GuestMemoryMmap::<()>::from_ranges(&[(vm_memory::GuestAddress(0), 0x1000)]).unwrap();
+        let irq = Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        dev.activate(mem, irq, queues(ready), evts(ready.len()))
+    }
+
+    #[test]
+    fn device_state_describes_the_device() {
+        let mut dev = parts();
+        assert_eq!(dev.device_type(), TYPE_BLOCK);
+        assert_eq!(dev.queue_max_sizes(), &[16, 32]);
+        assert_eq!(dev.avail_features(), (1 << VIRTIO_F_VERSION_1) | 1 << 3);
+        assert_eq!(dev.state().name(), "test");
+        let mut data = [0xff; 4];
+        dev.read_config(1, &mut data);
+        assert_eq!(data, [2, 3, 0, 0]);
+        // The config space is read-only.
+        dev.write_config(0, &[9, 9, 9]);
+        dev.read_config(0, &mut data);
+        assert_eq!(data, [1, 2, 3, 0]);
+    }
+
+    #[test]
+    fn device_state_keeps_only_offered_features() {
+        let mut dev = parts();
+        assert_eq!(dev.acked_features(), 0);
+        dev.ack_features(u64::MAX);
+        assert_eq!(dev.acked_features(), dev.avail_features());
+        dev.ack_features(1 << 3 | 1 << 5);
+        assert_eq!(dev.acked_features(), 1 << 3);
+        assert_eq!(dev.state().acked_features(), 1 << 3);
+    }
+
+    #[test]
+    fn activation_checks_start_and_reset() {
+        let mut dev = parts();
+        dev.ack_features(1 << VIRTIO_F_VERSION_1);
+        // A failed check does not start the device.
+        assert!(matches!(
+            activate(&mut dev, &[true]),
+            Err(ActivateError::QueueCount {
+                expected: 2,
+                actual: 1
+            })
+        ));
+        assert!(matches!(
+            activate(&mut dev, &[true, false]),
+            Err(ActivateError::QueueNotReady(1))
+        ));
+        assert_eq!(dev.started, 0);
+        assert!(!dev.is_activated());
+        activate(&mut dev, &[true, true]).unwrap();
+        assert!(dev.is_activated() && dev.state().is_activated());
+        assert_eq!((dev.started, dev.queues.len()), (1, 2));
+        assert!(matches!(
+            activate(&mut dev, &[true, true]),
+            Err(ActivateError::AlreadyActivated)
+        ));
+        assert_eq!(dev.started, 1);
+        // A reset stops the work and forgets the features; the device can start again.
+        dev.reset();
+        assert!(!dev.is_activated());
+        assert_eq!((dev.stopped, dev.queues.len()), (1, 0));
+        assert_eq!(dev.acked_features(), 0);
+        activate(&mut dev, &[true, true]).unwrap();
+        assert_eq!(dev.started, 2);
+    }
+
+    #[test]
+    fn failed_start_leaves_the_device_inactive() {
+        let mut dev = parts();
+        dev.fail_start = true;
+        assert!(matches!(
+            activate(&mut dev, &[true, true]),
+            Err(ActivateError::Backend(_))
+        ));
+        assert!(!dev.is_activated());
+        dev.fail_start = false;
+        activate(&mut dev, &[true, true]).unwrap();
+        assert!(dev.is_activated());
     }
 }

@@ -89,13 +89,20 @@ impl<const N: usize> Rings<N> {
         }
     }
 
-    /// Activates `dev` with these queues; returns the interrupt eventfd.
-    pub(crate) fn activate(&mut self, dev: &mut impl VirtioDevice) -> EventFd {
+    /// The device side of these queues, for an activation: the queues as a driver configures
+    /// them, and fresh kick eventfds (the driver keeps copies to kick with).
+    pub(crate) fn device_queues(&mut self) -> (Vec<Queue>, Vec<EventFd>) {
         let queues: Vec<Queue> = self.qs.iter().map(Vq::queue).collect();
         let evts: Vec<EventFd> = (0..N)
             .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
             .collect();
         self.kicks = evts.iter().map(|e| e.try_clone().unwrap()).collect();
+        (queues, evts)
+    }
+
+    /// Activates `dev` with these queues; returns the interrupt eventfd.
+    pub(crate) fn activate(&mut self, dev: &mut impl VirtioDevice) -> EventFd {
+        let (queues, evts) = self.device_queues();
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let irq_copy = irq.try_clone().unwrap();
         dev.activate(self.mem.clone(), Interrupt::new(irq), queues, evts)

@@ -11,7 +11,7 @@ pub const APIC_MODE_EXTINT: u32 = 0x7;
 /// Delivery mode NMI.
 pub const APIC_MODE_NMI: u32 = 0x4;
 
-fn get_reg(lapic: &kvm_lapic_state, offset: usize) -> u32 {
+pub(crate) fn get_reg(lapic: &kvm_lapic_state, offset: usize) -> u32 {
     let mut bytes = [0u8; 4];
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = lapic.regs[offset + i] as u8;

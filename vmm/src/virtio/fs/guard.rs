@@ -69,6 +69,27 @@ impl ConfinedFs {
     }
 }
 
+/// The guard's methods that end in `PassthroughFs`: `fn name(&self, arg: Type, ...) -> Ret
+/// { checks };` becomes a method that runs the checks (statements that return an error to
+/// refuse the request), then calls `self.inner.name(arg, ...)`. A method without checks is
+/// passed through as it is: it only reads, or resolves names under the rules `PassthroughFs`
+/// already enforces (module docs).
+macro_rules! delegate {
+    ($(
+        $(#[$attr:meta])*
+        fn $name:ident(&$self:ident $(, $arg:ident: $ty:ty)* $(,)?) $(-> $ret:ty)?
+            $($checks:block)?;
+    )*) => {
+        $(
+            $(#[$attr])*
+            fn $name(&$self, $($arg: $ty),*) $(-> $ret)? {
+                $($checks)?
+                $self.inner.$name($($arg),*)
+            }
+        )*
+    };
+}
+
 /// Whether open flags ask for write access or truncation.
 fn wants_write(flags: u32) -> bool {
     // The flag bits are small positive constants.
@@ -80,63 +101,274 @@ impl FileSystem for ConfinedFs {
     type Inode = Inode;
     type Handle = Handle;
 
-    fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        self.inner.init(capable)
-    }
-
-    fn destroy(&self) {
-        self.inner.destroy()
-    }
-
-    fn lookup(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
-        self.inner.lookup(ctx, parent, name)
-    }
-
-    fn forget(&self, ctx: &Context, inode: Inode, count: u64) {
-        self.inner.forget(ctx, inode, count)
-    }
-
-    fn batch_forget(&self, ctx: &Context, requests: Vec<(Inode, u64)>) {
-        self.inner.batch_forget(ctx, requests)
-    }
-
-    fn getattr(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Option<Handle>,
-    ) -> io::Result<(stat64, Duration)> {
-        self.inner.getattr(ctx, inode, handle)
-    }
-
-    fn setattr(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        attr: stat64,
-        handle: Option<Handle>,
-        valid: SetattrValid,
-    ) -> io::Result<(stat64, Duration)> {
-        self.check_writable()?;
-        self.check_plain(ctx, inode)?;
-        self.inner.setattr(ctx, inode, attr, handle, valid)
-    }
-
-    fn readlink(&self, ctx: &Context, inode: Inode) -> io::Result<Vec<u8>> {
+    delegate! {
+        fn init(&self, capable: FsOptions) -> io::Result<FsOptions>;
+        fn destroy(&self);
+        fn lookup(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<Entry>;
+        fn forget(&self, ctx: &Context, inode: Inode, count: u64);
+        fn batch_forget(&self, ctx: &Context, requests: Vec<(Inode, u64)>);
+        fn getattr(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            handle: Option<Handle>,
+        ) -> io::Result<(stat64, Duration)>;
+        // Metadata changes by inode go through /proc/self/fd paths: plain files only.
+        fn setattr(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            attr: stat64,
+            handle: Option<Handle>,
+            valid: SetattrValid,
+        ) -> io::Result<(stat64, Duration)> {
+            self.check_writable()?;
+            self.check_plain(ctx, inode)?;
+        };
         // Returns the link text (readlinkat on the O_PATH fd); the guest resolves it in its own
         // namespace, so an absolute target means the guest's path, not the host's.
-        self.inner.readlink(ctx, inode)
-    }
-
-    fn symlink(
-        &self,
-        ctx: &Context,
-        linkname: &CStr,
-        parent: Inode,
-        name: &CStr,
-    ) -> io::Result<Entry> {
-        self.check_writable()?;
-        self.inner.symlink(ctx, linkname, parent, name)
+        fn readlink(&self, ctx: &Context, inode: Inode) -> io::Result<Vec<u8>>;
+        fn symlink(
+            &self,
+            ctx: &Context,
+            linkname: &CStr,
+            parent: Inode,
+            name: &CStr,
+        ) -> io::Result<Entry> {
+            self.check_writable()?;
+        };
+        fn mkdir(
+            &self,
+            ctx: &Context,
+            parent: Inode,
+            name: &CStr,
+            mode: u32,
+            umask: u32,
+        ) -> io::Result<Entry> {
+            self.check_writable()?;
+        };
+        fn unlink(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
+            self.check_writable()?;
+        };
+        fn rmdir(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
+            self.check_writable()?;
+        };
+        fn rename(
+            &self,
+            ctx: &Context,
+            olddir: Inode,
+            oldname: &CStr,
+            newdir: Inode,
+            newname: &CStr,
+            flags: u32,
+        ) -> io::Result<()> {
+            self.check_writable()?;
+            // RENAME_WHITEOUT leaves a whiteout, a character device, at the old name: refused
+            // like MKNOD.
+            if flags & libc::RENAME_WHITEOUT != 0 {
+                return Err(errno(libc::EPERM));
+            }
+        };
+        fn link(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            newparent: Inode,
+            newname: &CStr,
+        ) -> io::Result<Entry> {
+            self.check_writable()?;
+        };
+        fn open(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            flags: u32,
+            fuse_flags: u32,
+        ) -> io::Result<(Option<Handle>, OpenOptions, Option<u32>)> {
+            if wants_write(flags) {
+                self.check_writable()?;
+            }
+        };
+        fn create(
+            &self,
+            ctx: &Context,
+            parent: Inode,
+            name: &CStr,
+            args: CreateIn,
+        ) -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)> {
+            self.check_writable()?;
+        };
+        #[allow(clippy::too_many_arguments)]
+        fn read(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            handle: Handle,
+            w: &mut dyn ZeroCopyWriter,
+            size: u32,
+            offset: u64,
+            lock_owner: Option<u64>,
+            flags: u32,
+        ) -> io::Result<usize>;
+        #[allow(clippy::too_many_arguments)]
+        fn write(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            handle: Handle,
+            r: &mut dyn ZeroCopyReader,
+            size: u32,
+            offset: u64,
+            lock_owner: Option<u64>,
+            delayed_write: bool,
+            flags: u32,
+            fuse_flags: u32,
+        ) -> io::Result<usize> {
+            self.check_writable()?;
+        };
+        fn flush(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            handle: Handle,
+            lock_owner: u64,
+        ) -> io::Result<()>;
+        fn fsync(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            datasync: bool,
+            handle: Handle,
+        ) -> io::Result<()>;
+        fn fallocate(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            handle: Handle,
+            mode: u32,
+            offset: u64,
+            length: u64,
+        ) -> io::Result<()> {
+            self.check_writable()?;
+        };
+        #[allow(clippy::too_many_arguments)]
+        fn release(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            flags: u32,
+            handle: Handle,
+            flush: bool,
+            flock_release: bool,
+            lock_owner: Option<u64>,
+        ) -> io::Result<()>;
+        fn statfs(&self, ctx: &Context, inode: Inode) -> io::Result<statvfs64>;
+        // Xattrs by inode go through /proc/self/fd paths: plain files only.
+        fn setxattr(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            name: &CStr,
+            value: &[u8],
+            flags: u32,
+        ) -> io::Result<()> {
+            self.check_writable()?;
+            self.check_plain(ctx, inode)?;
+        };
+        fn getxattr(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            name: &CStr,
+            size: u32,
+        ) -> io::Result<GetxattrReply> {
+            self.check_plain(ctx, inode)?;
+        };
+        fn listxattr(&self, ctx: &Context, inode: Inode, size: u32) -> io::Result<ListxattrReply> {
+            self.check_plain(ctx, inode)?;
+        };
+        fn removexattr(&self, ctx: &Context, inode: Inode, name: &CStr) -> io::Result<()> {
+            self.check_writable()?;
+            self.check_plain(ctx, inode)?;
+        };
+        fn opendir(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            flags: u32,
+        ) -> io::Result<(Option<Handle>, OpenOptions)>;
+        fn readdir(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            handle: Handle,
+            size: u32,
+            offset: u64,
+            add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+        ) -> io::Result<()>;
+        fn readdirplus(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            handle: Handle,
+            size: u32,
+            offset: u64,
+            add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
+        ) -> io::Result<()>;
+        fn fsyncdir(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            datasync: bool,
+            handle: Handle,
+        ) -> io::Result<()>;
+        fn releasedir(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            flags: u32,
+            handle: Handle,
+        ) -> io::Result<()>;
+        fn access(&self, ctx: &Context, inode: Inode, mask: u32) -> io::Result<()> {
+            if self.read_only && mask & (libc::W_OK as u32) != 0 {
+                return Err(erofs());
+            }
+        };
+        fn lseek(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            handle: Handle,
+            offset: u64,
+            whence: u32,
+        ) -> io::Result<u64>;
+        fn getlk(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            handle: Handle,
+            owner: u64,
+            lock: FileLock,
+            flags: u32,
+        ) -> io::Result<FileLock>;
+        fn setlk(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            handle: Handle,
+            owner: u64,
+            lock: FileLock,
+            flags: u32,
+        ) -> io::Result<()>;
+        fn setlkw(
+            &self,
+            ctx: &Context,
+            inode: Inode,
+            handle: Handle,
+            owner: u64,
+            lock: FileLock,
+            flags: u32,
+        ) -> io::Result<()>;
     }
 
     fn mknod(
@@ -154,316 +386,7 @@ impl FileSystem for ConfinedFs {
         }
         Err(errno(libc::EPERM))
     }
-
-    fn mkdir(
-        &self,
-        ctx: &Context,
-        parent: Inode,
-        name: &CStr,
-        mode: u32,
-        umask: u32,
-    ) -> io::Result<Entry> {
-        self.check_writable()?;
-        self.inner.mkdir(ctx, parent, name, mode, umask)
-    }
-
-    fn unlink(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
-        self.check_writable()?;
-        self.inner.unlink(ctx, parent, name)
-    }
-
-    fn rmdir(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
-        self.check_writable()?;
-        self.inner.rmdir(ctx, parent, name)
-    }
-
-    fn rename(
-        &self,
-        ctx: &Context,
-        olddir: Inode,
-        oldname: &CStr,
-        newdir: Inode,
-        newname: &CStr,
-        flags: u32,
-    ) -> io::Result<()> {
-        self.check_writable()?;
-        // RENAME_WHITEOUT leaves a whiteout, a character device, at the old name: refused like
-        // MKNOD.
-        if flags & libc::RENAME_WHITEOUT != 0 {
-            return Err(errno(libc::EPERM));
-        }
-        self.inner
-            .rename(ctx, olddir, oldname, newdir, newname, flags)
-    }
-
-    fn link(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        newparent: Inode,
-        newname: &CStr,
-    ) -> io::Result<Entry> {
-        self.check_writable()?;
-        self.inner.link(ctx, inode, newparent, newname)
-    }
-
-    fn open(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        flags: u32,
-        fuse_flags: u32,
-    ) -> io::Result<(Option<Handle>, OpenOptions, Option<u32>)> {
-        if wants_write(flags) {
-            self.check_writable()?;
-        }
-        self.inner.open(ctx, inode, flags, fuse_flags)
-    }
-
-    fn create(
-        &self,
-        ctx: &Context,
-        parent: Inode,
-        name: &CStr,
-        args: CreateIn,
-    ) -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)> {
-        self.check_writable()?;
-        self.inner.create(ctx, parent, name, args)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn read(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        w: &mut dyn ZeroCopyWriter,
-        size: u32,
-        offset: u64,
-        lock_owner: Option<u64>,
-        flags: u32,
-    ) -> io::Result<usize> {
-        self.inner
-            .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn write(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        r: &mut dyn ZeroCopyReader,
-        size: u32,
-        offset: u64,
-        lock_owner: Option<u64>,
-        delayed_write: bool,
-        flags: u32,
-        fuse_flags: u32,
-    ) -> io::Result<usize> {
-        self.check_writable()?;
-        self.inner.write(
-            ctx,
-            inode,
-            handle,
-            r,
-            size,
-            offset,
-            lock_owner,
-            delayed_write,
-            flags,
-            fuse_flags,
-        )
-    }
-
-    fn flush(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        lock_owner: u64,
-    ) -> io::Result<()> {
-        self.inner.flush(ctx, inode, handle, lock_owner)
-    }
-
-    fn fsync(&self, ctx: &Context, inode: Inode, datasync: bool, handle: Handle) -> io::Result<()> {
-        self.inner.fsync(ctx, inode, datasync, handle)
-    }
-
-    fn fallocate(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        mode: u32,
-        offset: u64,
-        length: u64,
-    ) -> io::Result<()> {
-        self.check_writable()?;
-        self.inner
-            .fallocate(ctx, inode, handle, mode, offset, length)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn release(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        flags: u32,
-        handle: Handle,
-        flush: bool,
-        flock_release: bool,
-        lock_owner: Option<u64>,
-    ) -> io::Result<()> {
-        self.inner
-            .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)
-    }
-
-    fn statfs(&self, ctx: &Context, inode: Inode) -> io::Result<statvfs64> {
-        self.inner.statfs(ctx, inode)
-    }
-
-    fn setxattr(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        name: &CStr,
-        value: &[u8],
-        flags: u32,
-    ) -> io::Result<()> {
-        self.check_writable()?;
-        self.check_plain(ctx, inode)?;
-        self.inner.setxattr(ctx, inode, name, value, flags)
-    }
-
-    fn getxattr(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        name: &CStr,
-        size: u32,
-    ) -> io::Result<GetxattrReply> {
-        self.check_plain(ctx, inode)?;
-        self.inner.getxattr(ctx, inode, name, size)
-    }
-
-    fn listxattr(&self, ctx: &Context, inode: Inode, size: u32) -> io::Result<ListxattrReply> {
-        self.check_plain(ctx, inode)?;
-        self.inner.listxattr(ctx, inode, size)
-    }
-
-    fn removexattr(&self, ctx: &Context, inode: Inode, name: &CStr) -> io::Result<()> {
-        self.check_writable()?;
-        self.check_plain(ctx, inode)?;
-        self.inner.removexattr(ctx, inode, name)
-    }
-
-    fn opendir(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        flags: u32,
-    ) -> io::Result<(Option<Handle>, OpenOptions)> {
-        self.inner.opendir(ctx, inode, flags)
-    }
-
-    fn readdir(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        size: u32,
-        offset: u64,
-        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
-    ) -> io::Result<()> {
-        self.inner
-            .readdir(ctx, inode, handle, size, offset, add_entry)
-    }
-
-    fn readdirplus(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        size: u32,
-        offset: u64,
-        add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
-    ) -> io::Result<()> {
-        self.inner
-            .readdirplus(ctx, inode, handle, size, offset, add_entry)
-    }
-
-    fn fsyncdir(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        datasync: bool,
-        handle: Handle,
-    ) -> io::Result<()> {
-        self.inner.fsyncdir(ctx, inode, datasync, handle)
-    }
-
-    fn releasedir(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        flags: u32,
-        handle: Handle,
-    ) -> io::Result<()> {
-        self.inner.releasedir(ctx, inode, flags, handle)
-    }
-
-    fn access(&self, ctx: &Context, inode: Inode, mask: u32) -> io::Result<()> {
-        if self.read_only && mask & (libc::W_OK as u32) != 0 {
-            return Err(erofs());
-        }
-        self.inner.access(ctx, inode, mask)
-    }
-
-    fn lseek(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        offset: u64,
-        whence: u32,
-    ) -> io::Result<u64> {
-        self.inner.lseek(ctx, inode, handle, offset, whence)
-    }
-
-    fn getlk(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        owner: u64,
-        lock: FileLock,
-        flags: u32,
-    ) -> io::Result<FileLock> {
-        self.inner.getlk(ctx, inode, handle, owner, lock, flags)
-    }
-
-    fn setlk(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        owner: u64,
-        lock: FileLock,
-        flags: u32,
-    ) -> io::Result<()> {
-        self.inner.setlk(ctx, inode, handle, owner, lock, flags)
-    }
-
-    fn setlkw(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        owner: u64,
-        lock: FileLock,
-        flags: u32,
-    ) -> io::Result<()> {
-        self.inner.setlkw(ctx, inode, handle, owner, lock, flags)
-    }
 }
+
+#[cfg(test)]
+mod tests;

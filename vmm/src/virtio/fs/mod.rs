@@ -11,27 +11,39 @@ pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
-use log::warn;
-use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use self::guard::ConfinedFs;
 use self::worker::Worker;
-use super::{ActivateError, Interrupt, VirtioDevice, TYPE_FS, VIRTIO_F_VERSION_1};
+use super::{
+    ActivateError, Activation, DeviceParts, DeviceState, WorkerThread, TYPE_FS, VIRTIO_F_VERSION_1,
+};
 
 /// Length of the `tag` field of the config space (spec §5.11.4).
 pub const TAG_LEN: usize = 36;
 /// Request queues the device offers (plus the high-priority queue).
 pub const NUM_REQUEST_QUEUES: u32 = 1;
 /// Queues in all: high priority + requests.
-const NUM_QUEUES: usize = 1 + NUM_REQUEST_QUEUES as usize;
+pub const NUM_QUEUES: usize = 1 + NUM_REQUEST_QUEUES as usize;
 /// Maximum size of each queue.
 pub const QUEUE_SIZE: u16 = 256;
+/// Length of the config space: the tag and `num_request_queues` (spec §5.11.4).
+pub const CONFIG_LEN: usize = TAG_LEN + 4;
+
+/// The config space of a file system device exporting `tag` (spec §5.11.4): the tag, UTF-8 and
+/// NUL padded (not NUL terminated when 36 bytes long), then `num_request_queues` (le32). `None`
+/// if the tag is empty, longer than 36 bytes or contains a NUL byte.
+pub fn config_space(tag: &str) -> Option<[u8; CONFIG_LEN]> {
+    if tag.is_empty() || tag.len() > TAG_LEN || tag.contains('\0') {
+        return None;
+    }
+    let mut config = [0u8; CONFIG_LEN];
+    config[..tag.len()].copy_from_slice(tag.as_bytes());
+    config[TAG_LEN..].copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
+    Some(config)
+}
 
 /// Errors of the virtio-fs device.
 #[derive(Debug, thiserror::Error)]
@@ -64,31 +76,22 @@ pub enum FsError {
     EventFd(#[source] std::io::Error),
 }
 
-/// A running worker thread.
-struct Running {
-    kill_evt: EventFd,
-    thread: JoinHandle<()>,
-}
-
 /// The virtio-fs device.
 pub struct Fs {
     tag: String,
     shared_dir: PathBuf,
     read_only: bool,
-    config: [u8; TAG_LEN + 4],
-    acked_features: u64,
+    state: DeviceState,
     /// The file system for the next activation (a reset starts a fresh one).
     server: Option<Arc<Server<ConfinedFs>>>,
-    worker: Option<Running>,
+    worker: Option<WorkerThread<()>>,
 }
 
 impl Fs {
     /// A device exporting `shared_dir` under `tag`. With `read_only`, every operation that
     /// would change the host tree fails with `EROFS`.
     pub fn new(tag: &str, shared_dir: PathBuf, read_only: bool) -> Result<Self, FsError> {
-        if tag.is_empty() || tag.len() > TAG_LEN || tag.contains('\0') {
-            return Err(FsError::InvalidTag(tag.to_string()));
-        }
+        let config = config_space(tag).ok_or_else(|| FsError::InvalidTag(tag.to_string()))?;
         let shared_dir =
             std::fs::canonicalize(&shared_dir).map_err(|source| FsError::SharedDir {
                 path: shared_dir.clone(),
@@ -101,17 +104,19 @@ impl Fs {
         if !meta.is_dir() {
             return Err(FsError::NotADirectory(shared_dir));
         }
-        // Spec §5.11.4: the tag is UTF-8, NUL padded, not NUL terminated if 36 bytes long.
-        let mut config = [0u8; TAG_LEN + 4];
-        config[..tag.len()].copy_from_slice(tag.as_bytes());
-        config[TAG_LEN..].copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
         let server = new_server(&shared_dir, read_only)?;
         Ok(Fs {
             tag: tag.to_string(),
             shared_dir,
             read_only,
-            config,
-            acked_features: 0,
+            // Spec §5.11.3: VIRTIO_FS_F_NOTIFICATION is not offered.
+            state: DeviceState::new(
+                format!("virtio-fs {tag}"),
+                TYPE_FS,
+                vec![QUEUE_SIZE; NUM_QUEUES],
+                1 << VIRTIO_F_VERSION_1,
+                config.to_vec(),
+            ),
             server: Some(server),
             worker: None,
         })
@@ -131,25 +136,15 @@ impl Fs {
     pub fn read_only(&self) -> bool {
         self.read_only
     }
-
-    /// Stops the worker thread, if any, and joins it.
-    pub fn shutdown(&mut self) {
-        let Some(worker) = self.worker.take() else {
-            return;
-        };
-        if let Err(e) = worker.kill_evt.write(1) {
-            // Without the kill event the thread cannot be joined; leave it detached.
-            warn!("virtio-fs {}: failed to stop the worker: {e}", self.tag);
-            return;
-        }
-        if worker.thread.join().is_err() {
-            warn!("virtio-fs {}: the worker thread panicked", self.tag);
-        }
-    }
 }
 
 /// A FUSE server over a fresh passthrough file system rooted at `dir`.
 fn new_server(dir: &Path, read_only: bool) -> Result<Arc<Server<ConfinedFs>>, FsError> {
+    Ok(Arc::new(Server::new(new_confined(dir, read_only)?)))
+}
+
+/// A fresh passthrough file system rooted at `dir`, behind the guard.
+fn new_confined(dir: &Path, read_only: bool) -> Result<ConfinedFs, FsError> {
     let root_dir = dir
         .to_str()
         .ok_or_else(|| FsError::NonUtf8Path(dir.to_path_buf()))?
@@ -170,93 +165,57 @@ fn new_server(dir: &Path, read_only: bool) -> Result<Arc<Server<ConfinedFs>>, Fs
     };
     let fs: PassthroughFs<()> = PassthroughFs::new(cfg).map_err(backend)?;
     fs.import().map_err(backend)?;
-    Ok(Arc::new(Server::new(ConfinedFs::new(fs, read_only))))
+    Ok(ConfinedFs::new(fs, read_only))
 }
 
 impl Drop for Fs {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop();
     }
 }
 
-impl VirtioDevice for Fs {
-    fn device_type(&self) -> u32 {
-        TYPE_FS
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE; NUM_QUEUES]
-    }
-
-    fn avail_features(&self) -> u64 {
-        // Spec §5.11.3: VIRTIO_FS_F_NOTIFICATION is not offered.
-        1 << VIRTIO_F_VERSION_1
-    }
-
-    fn acked_features(&self) -> u64 {
-        self.acked_features
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features();
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        super::read_config_bytes(&self.config, offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, _data: &[u8]) {
-        warn!(
-            "virtio-fs {}: guest write to read-only config space at {offset:#x} ignored",
-            self.tag
-        );
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Interrupt,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
-        super::check_activation(self.worker.is_some(), &queues, &queue_evts, NUM_QUEUES)?;
-        let backend = |e: String| ActivateError::Backend(e);
+impl DeviceParts for Fs {
+    fn start(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        let backend = |e: &dyn std::fmt::Display| ActivateError::Backend(e.to_string());
         let server = match self.server.take() {
             Some(s) => s,
-            None => {
-                new_server(&self.shared_dir, self.read_only).map_err(|e| backend(e.to_string()))?
+            None => new_server(&self.shared_dir, self.read_only).map_err(|e| backend(&e))?,
+        };
+        let tag = self.tag.clone();
+        let worker = WorkerThread::spawn(format!("virtio-fs-{}", self.tag), move |kill_evt| {
+            Worker {
+                mem: activation.mem,
+                queues: activation.queues,
+                queue_evts: activation.queue_evts,
+                interrupt: activation.interrupt,
+                kill_evt,
+                server,
+                tag,
             }
-        };
-        let kill_evt = EventFd::new(EFD_NONBLOCK).map_err(|e| backend(e.to_string()))?;
-        let worker_kill = kill_evt.try_clone().map_err(|e| backend(e.to_string()))?;
-        let worker = Worker {
-            mem,
-            queues,
-            queue_evts,
-            interrupt,
-            kill_evt: worker_kill,
-            server,
-            tag: self.tag.clone(),
-        };
-        let thread = std::thread::Builder::new()
-            .name(format!("virtio-fs-{}", self.tag))
-            .spawn(move || worker.run())
-            .map_err(|e| backend(e.to_string()))?;
-        self.worker = Some(Running { kill_evt, thread });
+            .run()
+        })
+        .map_err(|e| backend(&e))?;
+        self.worker = Some(worker);
         Ok(())
     }
 
-    fn reset(&mut self) {
-        // The next activation starts with a fresh file system: the guest's inodes and handles
-        // die with the reset (spec §2.4), and so do the host fds behind them.
-        self.shutdown();
-        self.acked_features = 0;
+    /// Stops the worker thread, if any, and joins it. The next activation starts with a fresh
+    /// file system: the guest's inodes and handles die with a reset (spec §2.4), and so do the
+    /// host fds behind them.
+    fn stop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop();
+        }
     }
 
-    fn is_activated(&self) -> bool {
-        self.worker.is_some()
+    fn state(&self) -> &DeviceState {
+        &self.state
+    }
+
+    fn state_mut(&mut self) -> &mut DeviceState {
+        &mut self.state
     }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,7 +2,7 @@
 //! space, a FUSE session (INIT, LOOKUP, OPEN, READ), confinement to the shared directory,
 //! read-only shares and malformed requests.
 
-mod driver;
+pub(crate) mod driver;
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
@@ -14,12 +14,13 @@ use fuse_backend_rs::abi::fuse_abi::{
 use vm_memory::{ByteValued, Bytes};
 
 use self::driver::{Guest, Reply, REQ};
-use super::{Fs, FsError, NUM_REQUEST_QUEUES, TAG_LEN};
+use super::{config_space, Fs, FsError, NUM_REQUEST_QUEUES, TAG_LEN};
 use crate::virtio::{VirtioDevice, TYPE_FS};
 
-const OUT: u32 = 64 * 1024;
+/// Reply room for each request.
+pub(crate) const OUT: u32 = 64 * 1024;
 
-fn errno(r: &Reply) -> i32 {
+pub(crate) fn errno(r: &Reply) -> i32 {
     -r.hdr.error
 }
 
@@ -29,7 +30,26 @@ fn cname(name: &str) -> Vec<u8> {
     v
 }
 
-fn init(g: &mut Guest) {
+/// A request's arguments: the fixed part `arg`, then the NUL-terminated `names`.
+fn args_with_names(arg: &impl ByteValued, names: &[&str]) -> Vec<u8> {
+    let mut msg = arg.as_slice().to_vec();
+    for name in names {
+        msg.extend(cname(name));
+    }
+    msg
+}
+
+/// The names in `dir`, sorted.
+fn dir_names(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    names
+}
+
+pub(crate) fn init(g: &mut Guest) {
     let arg = InitIn {
         major: 7,
         minor: 31,
@@ -40,17 +60,17 @@ fn init(g: &mut Guest) {
     assert_eq!(r.hdr.error, 0, "init failed");
 }
 
-fn lookup(g: &mut Guest, parent: u64, name: &str) -> Reply {
+pub(crate) fn lookup(g: &mut Guest, parent: u64, name: &str) -> Reply {
     g.request(Opcode::Lookup as u32, parent, &cname(name), OUT)
 }
 
-fn entry(g: &mut Guest, parent: u64, name: &str) -> EntryOut {
+pub(crate) fn entry(g: &mut Guest, parent: u64, name: &str) -> EntryOut {
     let r = lookup(g, parent, name);
     assert_eq!(r.hdr.error, 0, "lookup {name}: errno {}", errno(&r));
     r.obj::<EntryOut>()
 }
 
-fn open(g: &mut Guest, nodeid: u64, flags: i32) -> Reply {
+pub(crate) fn open(g: &mut Guest, nodeid: u64, flags: i32) -> Reply {
     let arg = OpenIn {
         flags: flags as u32,
         fuse_flags: 0,
@@ -58,7 +78,36 @@ fn open(g: &mut Guest, nodeid: u64, flags: i32) -> Reply {
     g.request(Opcode::Open as u32, nodeid, arg.as_slice(), OUT)
 }
 
-fn read(g: &mut Guest, nodeid: u64, fh: u64, size: u32) -> Reply {
+/// CREATE of `name` in the root with open `flags`.
+fn create(g: &mut Guest, name: &str, flags: i32) -> Reply {
+    let arg = CreateIn {
+        flags: flags as u32,
+        mode: 0o644,
+        umask: 0,
+        fuse_flags: 0,
+    };
+    g.request(
+        Opcode::Create as u32,
+        1,
+        &args_with_names(&arg, &[name]),
+        OUT,
+    )
+}
+
+/// WRITE of `data` at offset 0 through handle `fh`.
+fn write(g: &mut Guest, nodeid: u64, fh: u64, data: &[u8]) -> Reply {
+    let arg = WriteIn {
+        fh,
+        offset: 0,
+        size: data.len() as u32,
+        ..Default::default()
+    };
+    let mut msg = arg.as_slice().to_vec();
+    msg.extend_from_slice(data);
+    g.request(Opcode::Write as u32, nodeid, &msg, OUT)
+}
+
+pub(crate) fn read(g: &mut Guest, nodeid: u64, fh: u64, size: u32) -> Reply {
     let arg = ReadIn {
         fh,
         offset: 0,
@@ -89,7 +138,7 @@ fn layout() -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 #[test]
-fn config_space() {
+fn device_config_space() {
     let (_tmp, share) = layout();
     let dev = Fs::new("myfs", share, false).unwrap();
     assert_eq!(dev.device_type(), TYPE_FS);
@@ -107,6 +156,19 @@ fn config_space() {
     let mut past = [0xffu8; 4];
     dev.read_config(40, &mut past);
     assert_eq!(past, [0; 4]);
+}
+
+#[test]
+fn config_space_holds_tag_and_queue_count() {
+    let c = config_space("share").unwrap();
+    assert_eq!(&c[..5], b"share");
+    assert!(c[5..TAG_LEN].iter().all(|&b| b == 0));
+    assert_eq!(u32::from_le_bytes(c[TAG_LEN..].try_into().unwrap()), 1);
+    let full = "x".repeat(TAG_LEN);
+    assert_eq!(&config_space(&full).unwrap()[..TAG_LEN], full.as_bytes());
+    for bad in ["", "a\0b", &"y".repeat(TAG_LEN + 1)] {
+        assert_eq!(config_space(bad), None, "{bad:?}");
+    }
 }
 
 #[test]
@@ -210,15 +272,11 @@ fn symlinks_are_not_followed_on_the_host() {
     assert_eq!(d.attr.mode & libc::S_IFMT, libc::S_IFLNK);
     assert_ne!(lookup(&mut g, d.nodeid, "secret").hdr.error, 0);
     // Creating a file under a link's name does not write through it.
-    let arg = CreateIn {
-        flags: (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32,
-        mode: 0o644,
-        umask: 0,
-        fuse_flags: 0,
-    };
-    let mut msg = arg.as_slice().to_vec();
-    msg.extend(cname("abs"));
-    let r = g.request(Opcode::Create as u32, 1, &msg, OUT);
+    let r = create(
+        &mut g,
+        "abs",
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+    );
     assert_ne!(r.hdr.error, 0);
     assert_eq!(std::fs::read(&secret).unwrap(), b"SECRET");
 }
@@ -265,8 +323,7 @@ fn device_nodes_cannot_be_opened_or_made() {
             umask: 0,
             padding: 0,
         };
-        let mut msg = arg.as_slice().to_vec();
-        msg.extend(cname("made"));
+        let msg = args_with_names(&arg, &["made"]);
         let r = g.request(Opcode::Mknod as u32, 1, &msg, OUT);
         assert_eq!(errno(&r), libc::EPERM, "mknod mode {mode:o}");
         assert!(!share.join("made").exists());
@@ -285,39 +342,16 @@ fn read_only_share_refuses_writes() {
     let r = open(&mut g, e.nodeid, libc::O_RDONLY);
     assert_eq!(r.hdr.error, 0);
     let fh = r.obj::<OpenOut>().fh;
-    let data = b"overwritten";
-    let arg = WriteIn {
-        fh,
-        offset: 0,
-        size: data.len() as u32,
-        ..Default::default()
-    };
-    let mut msg = arg.as_slice().to_vec();
-    msg.extend_from_slice(data);
-    assert_eq!(
-        errno(&g.request(Opcode::Write as u32, e.nodeid, &msg, OUT)),
-        libc::EROFS
-    );
+    let r = write(&mut g, e.nodeid, fh, b"overwritten");
+    assert_eq!(errno(&r), libc::EROFS);
     // Creating, making directories, removing, truncating and renaming are refused.
-    let arg = CreateIn {
-        flags: (libc::O_WRONLY | libc::O_CREAT) as u32,
-        mode: 0o644,
-        umask: 0,
-        fuse_flags: 0,
-    };
-    let mut msg = arg.as_slice().to_vec();
-    msg.extend(cname("new"));
-    assert_eq!(
-        errno(&g.request(Opcode::Create as u32, 1, &msg, OUT)),
-        libc::EROFS
-    );
-    let mut msg = MkdirIn {
+    let r = create(&mut g, "new", libc::O_WRONLY | libc::O_CREAT);
+    assert_eq!(errno(&r), libc::EROFS);
+    let arg = MkdirIn {
         mode: 0o755,
         umask: 0,
-    }
-    .as_slice()
-    .to_vec();
-    msg.extend(cname("dir"));
+    };
+    let msg = args_with_names(&arg, &["dir"]);
     assert_eq!(
         errno(&g.request(Opcode::Mkdir as u32, 1, &msg, OUT)),
         libc::EROFS
@@ -352,26 +386,14 @@ fn read_only_share_refuses_writes() {
         std::fs::read(share.join("hello.txt")).unwrap(),
         b"hello from the host\n"
     );
-    let names: Vec<_> = std::fs::read_dir(&share)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("hello.txt")]);
+    assert_eq!(dir_names(&share), ["hello.txt"]);
 }
 
 #[test]
 fn writable_share_writes() {
     let (_tmp, share) = layout();
     let (_dev, mut g) = session(&share, false);
-    let arg = CreateIn {
-        flags: (libc::O_WRONLY | libc::O_CREAT) as u32,
-        mode: 0o644,
-        umask: 0,
-        fuse_flags: 0,
-    };
-    let mut msg = arg.as_slice().to_vec();
-    msg.extend(cname("new"));
-    let r = g.request(Opcode::Create as u32, 1, &msg, OUT);
+    let r = create(&mut g, "new", libc::O_WRONLY | libc::O_CREAT);
     assert_eq!(r.hdr.error, 0, "create: errno {}", errno(&r));
     let e = r.obj::<EntryOut>();
     let out = OpenOut::from_slice(
@@ -380,15 +402,7 @@ fn writable_share_writes() {
     .copied()
     .unwrap();
     let data = b"from the guest";
-    let arg = WriteIn {
-        fh: out.fh,
-        offset: 0,
-        size: data.len() as u32,
-        ..Default::default()
-    };
-    let mut msg = arg.as_slice().to_vec();
-    msg.extend_from_slice(data);
-    let r = g.request(Opcode::Write as u32, e.nodeid, &msg, OUT);
+    let r = write(&mut g, e.nodeid, out.fh, data);
     assert_eq!(r.hdr.error, 0);
     assert_eq!(std::fs::read(share.join("new")).unwrap(), data);
 }
@@ -406,9 +420,7 @@ fn rename_whiteout_makes_no_device_node() {
             flags,
             padding: 0,
         };
-        let mut msg = arg.as_slice().to_vec();
-        msg.extend(cname(from));
-        msg.extend(cname(to));
+        let msg = args_with_names(&arg, &[from, to]);
         g.request(Opcode::Rename2 as u32, 1, &msg, OUT)
     };
     let r = rename2(&mut g, "hello.txt", "moved", libc::RENAME_WHITEOUT);
@@ -436,11 +448,7 @@ fn rename_whiteout_makes_no_device_node() {
     assert_eq!(r.hdr.error, 0, "rename2 noreplace: errno {}", errno(&r));
     let r = rename2(&mut g, "moved", "back", 0);
     assert_eq!(r.hdr.error, 0, "rename2: errno {}", errno(&r));
-    let names: Vec<_> = std::fs::read_dir(&share)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("back")]);
+    assert_eq!(dir_names(&share), ["back"]);
 }
 
 #[test]
@@ -596,10 +604,5 @@ fn random_requests_do_not_break_the_device() {
     assert_eq!(r.hdr.error, 0);
     assert!(dev.is_activated());
     // Nothing appeared outside the share.
-    let mut outside: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    outside.sort();
-    assert_eq!(outside, vec!["outside", "share"]);
+    assert_eq!(dir_names(tmp.path()), ["outside", "share"]);
 }

@@ -19,19 +19,11 @@ use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use self::notifier::Notifier;
+use super::fs::{config_space, NUM_QUEUES, QUEUE_SIZE};
 use super::{
-    ActivateError, Interrupt, VirtioDevice, TYPE_FS, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
-    VIRTIO_RING_F_INDIRECT_DESC,
+    ActivateError, Activation, DeviceParts, DeviceState, TYPE_FS, VIRTIO_F_VERSION_1,
+    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
-
-/// Length of the `tag` field of the config space (spec §5.11.4).
-pub const TAG_LEN: usize = 36;
-/// Request queues the device offers (plus the high-priority queue).
-pub const NUM_REQUEST_QUEUES: u32 = 1;
-/// Queues in all: high priority + requests.
-pub const NUM_QUEUES: usize = 1 + NUM_REQUEST_QUEUES as usize;
-/// Maximum size of each queue.
-pub const QUEUE_SIZE: u16 = 256;
 
 /// The virtio feature bits passed through from the back-end to the driver (when it offers
 /// them): the ring features are implemented by the back-end, which owns the rings.
@@ -84,13 +76,10 @@ pub struct VhostUserFs {
     tag: String,
     socket: PathBuf,
     frontend: Frontend,
-    config: [u8; TAG_LEN + 4],
-    /// The back-end's virtio features (GET_FEATURES).
-    backend_features: u64,
     /// Whether VHOST_USER_F_PROTOCOL_FEATURES was negotiated (rings then start disabled and are
     /// enabled with SET_VRING_ENABLE).
     protocol_features: bool,
-    acked_features: u64,
+    state: DeviceState,
     notifier: Option<Notifier>,
 }
 
@@ -99,7 +88,8 @@ impl VhostUserFs {
     /// (SET_OWNER, GET_FEATURES, protocol features), so that a missing or unusable back-end
     /// fails at VMM start, not when the guest mounts.
     pub fn connect(tag: &str, socket: &Path) -> Result<Self, VhostUserFsError> {
-        let config = config_space(tag)?;
+        let config =
+            config_space(tag).ok_or_else(|| VhostUserFsError::InvalidTag(tag.to_string()))?;
         let mut frontend = Frontend::connect(socket, NUM_QUEUES as u64).map_err(|source| {
             VhostUserFsError::Connect {
                 path: socket.to_path_buf(),
@@ -126,10 +116,14 @@ impl VhostUserFs {
             tag: tag.to_string(),
             socket: socket.to_path_buf(),
             frontend,
-            config,
-            backend_features,
             protocol_features,
-            acked_features: 0,
+            state: DeviceState::new(
+                format!("vhost-user-fs {tag}"),
+                TYPE_FS,
+                vec![QUEUE_SIZE; NUM_QUEUES],
+                backend_features & PASSTHROUGH_FEATURES,
+                config.to_vec(),
+            ),
             notifier: None,
         })
     }
@@ -145,14 +139,15 @@ impl VhostUserFs {
     }
 
     /// Hands memory, rings and eventfds to the back-end and starts the notifier.
-    fn start(
-        &mut self,
-        mem: &GuestMemoryMmap,
-        interrupt: Interrupt,
-        queues: &[Queue],
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), VhostUserFsError> {
-        let mut features = self.acked_features;
+    fn start_back_end(&mut self, activation: Activation) -> Result<(), VhostUserFsError> {
+        let Activation {
+            mem,
+            interrupt,
+            queues,
+            queue_evts,
+        } = activation;
+        let mem = &mem;
+        let mut features = self.state.acked_features();
         if self.protocol_features {
             features |= VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         }
@@ -197,37 +192,6 @@ impl VhostUserFs {
         self.notifier = Some(notifier);
         Ok(())
     }
-
-    /// Stops the rings in the back-end (GET_VRING_BASE, spec of vhost-user "Ring states") and
-    /// the notifier thread.
-    fn stop(&mut self) {
-        let Some(notifier) = self.notifier.take() else {
-            return;
-        };
-        for i in 0..NUM_QUEUES {
-            if self.protocol_features {
-                if let Err(e) = self.frontend.set_vring_enable(i, false) {
-                    warn!("vhost-user-fs {}: SET_VRING_ENABLE {i} 0: {e}", self.tag);
-                }
-            }
-            if let Err(e) = self.frontend.get_vring_base(i) {
-                warn!("vhost-user-fs {}: GET_VRING_BASE {i}: {e}", self.tag);
-            }
-        }
-        notifier.stop(&self.tag);
-    }
-}
-
-/// The config space (spec §5.11.4): the tag, UTF-8 and NUL padded (not NUL terminated when 36
-/// bytes long), then `num_request_queues` (le32).
-pub fn config_space(tag: &str) -> Result<[u8; TAG_LEN + 4], VhostUserFsError> {
-    if tag.is_empty() || tag.len() > TAG_LEN || tag.contains('\0') {
-        return Err(VhostUserFsError::InvalidTag(tag.to_string()));
-    }
-    let mut config = [0u8; TAG_LEN + 4];
-    config[..tag.len()].copy_from_slice(tag.as_bytes());
-    config[TAG_LEN..].copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
-    Ok(config)
 }
 
 /// The SET_MEM_TABLE regions: each guest memory region with its file (the memfd) and offset.
@@ -274,57 +238,37 @@ impl Drop for VhostUserFs {
     }
 }
 
-impl VirtioDevice for VhostUserFs {
-    fn device_type(&self) -> u32 {
-        TYPE_FS
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE; NUM_QUEUES]
-    }
-
-    fn avail_features(&self) -> u64 {
-        self.backend_features & PASSTHROUGH_FEATURES
-    }
-
-    fn acked_features(&self) -> u64 {
-        self.acked_features
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features();
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        super::read_config_bytes(&self.config, offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, _data: &[u8]) {
-        warn!(
-            "vhost-user-fs {}: guest write to read-only config space at {offset:#x} ignored",
-            self.tag
-        );
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Interrupt,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
-        super::check_activation(self.notifier.is_some(), &queues, &queue_evts, NUM_QUEUES)?;
-        self.start(&mem, interrupt, &queues, queue_evts)
+impl DeviceParts for VhostUserFs {
+    fn start(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        self.start_back_end(activation)
             .map_err(|e| ActivateError::Backend(e.to_string()))
     }
 
-    fn reset(&mut self) {
-        self.stop();
-        self.acked_features = 0;
+    /// Stops the rings in the back-end (GET_VRING_BASE, spec of vhost-user "Ring states") and
+    /// the notifier thread.
+    fn stop(&mut self) {
+        let Some(notifier) = self.notifier.take() else {
+            return;
+        };
+        for i in 0..NUM_QUEUES {
+            if self.protocol_features {
+                if let Err(e) = self.frontend.set_vring_enable(i, false) {
+                    warn!("vhost-user-fs {}: SET_VRING_ENABLE {i} 0: {e}", self.tag);
+                }
+            }
+            if let Err(e) = self.frontend.get_vring_base(i) {
+                warn!("vhost-user-fs {}: GET_VRING_BASE {i}: {e}", self.tag);
+            }
+        }
+        notifier.stop(&self.tag);
     }
 
-    fn is_activated(&self) -> bool {
-        self.notifier.is_some()
+    fn state(&self) -> &DeviceState {
+        &self.state
+    }
+
+    fn state_mut(&mut self) -> &mut DeviceState {
+        &mut self.state
     }
 }
 

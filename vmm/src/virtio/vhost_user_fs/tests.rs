@@ -16,8 +16,10 @@ use vm_memory::Bytes;
 use self::fake::Server;
 use super::*;
 use crate::memory::create_guest_ram;
+use crate::virtio::fs::TAG_LEN;
 use crate::virtio::interrupt::INT_USED_BUFFER;
 use crate::virtio::test_driver::{Rings, MEM_SIZE};
+use crate::virtio::{Interrupt, VirtioDevice};
 
 const PROTOCOL_FEATURES: u64 = 1 << 30;
 /// VIRTIO_F_ANY_LAYOUT (bit 27): offered by the back-end, not passed to the driver.
@@ -27,20 +29,25 @@ fn memfd_mem() -> GuestMemoryMmap {
     create_guest_ram(&[(0, MEM_SIZE)]).unwrap().mem
 }
 
-#[test]
-fn config_space_holds_tag_and_queue_count() {
-    let c = config_space("share").unwrap();
-    assert_eq!(&c[..5], b"share");
-    assert!(c[5..TAG_LEN].iter().all(|&b| b == 0));
-    assert_eq!(u32::from_le_bytes(c[TAG_LEN..].try_into().unwrap()), 1);
-    let full = "x".repeat(TAG_LEN);
-    assert_eq!(&config_space(&full).unwrap()[..TAG_LEN], full.as_bytes());
-    for bad in ["", "a\0b", &"y".repeat(TAG_LEN + 1)] {
-        assert!(matches!(
-            config_space(bad),
-            Err(VhostUserFsError::InvalidTag(_))
-        ));
-    }
+/// A device connected to a fake back-end offering `features` (and `protocol` features), with
+/// VIRTIO_F_VERSION_1 acked as a driver would.
+fn connected(features: u64, protocol: u64) -> (Server, VhostUserFs) {
+    let server = Server::start(features, protocol);
+    let mut dev = VhostUserFs::connect("t", &server.socket).unwrap();
+    dev.ack_features(1 << VIRTIO_F_VERSION_1);
+    (server, dev)
+}
+
+/// Activates `dev` with two ready queues in `mem`, without a driver to kick them; returns the
+/// result and the device's interrupt.
+fn activate_in(
+    dev: &mut VhostUserFs,
+    mem: GuestMemoryMmap,
+) -> (Result<(), ActivateError>, Interrupt) {
+    let (queues, kicks) = Rings::<2>::new(mem.clone(), Duration::from_millis(1)).device_queues();
+    let interrupt = Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    let result = dev.activate(mem, interrupt.clone(), queues, kicks);
+    (result, interrupt)
 }
 
 #[test]
@@ -106,10 +113,8 @@ fn handshake_negotiates_features_and_protocol() {
 
 #[test]
 fn without_protocol_features_there_is_no_protocol_handshake() {
-    let server = Server::start(1 << VIRTIO_F_VERSION_1, 0);
-    let mut dev = VhostUserFs::connect("t", &server.socket).unwrap();
+    let (server, mut dev) = connected(1 << VIRTIO_F_VERSION_1, 0);
     assert_eq!(server.wait_log(2), ["SET_OWNER", "GET_FEATURES"]);
-    dev.ack_features(1 << VIRTIO_F_VERSION_1);
     let mut rings = Rings::<2>::new(memfd_mem(), Duration::from_millis(1));
     rings.activate(&mut dev);
     let log = server.wait_log(2 + 2 + 2 * 5);
@@ -127,9 +132,7 @@ fn without_protocol_features_there_is_no_protocol_handshake() {
 #[test]
 fn activation_hands_memory_rings_and_eventfds_to_the_back_end() {
     let offered = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX) | PROTOCOL_FEATURES;
-    let server = Server::start(offered, VhostUserProtocolFeatures::MQ.bits());
-    let mut dev = VhostUserFs::connect("t", &server.socket).unwrap();
-    dev.ack_features(1 << VIRTIO_F_VERSION_1);
+    let (server, mut dev) = connected(offered, VhostUserProtocolFeatures::MQ.bits());
     let mem = memfd_mem();
     let mut rings = Rings::<2>::new(mem.clone(), Duration::from_millis(1));
     let irq = rings.activate(&mut dev);
@@ -216,19 +219,9 @@ fn activation_hands_memory_rings_and_eventfds_to_the_back_end() {
 
 #[test]
 fn interrupt_status_is_set_by_a_call() {
-    let server = Server::start((1 << VIRTIO_F_VERSION_1) | PROTOCOL_FEATURES, 0);
-    let mut dev = VhostUserFs::connect("t", &server.socket).unwrap();
-    dev.ack_features(1 << VIRTIO_F_VERSION_1);
-    let mem = memfd_mem();
-    let queues: Vec<Queue> = (0..2)
-        .map(|i| crate::virtio::test_driver::Vq::at(0x1_0000 * (i + 1)).queue())
-        .collect();
-    let kicks: Vec<EventFd> = (0..2)
-        .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
-        .collect();
-    let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-    let interrupt = Interrupt::new(irq.try_clone().unwrap());
-    dev.activate(mem, interrupt.clone(), queues, kicks).unwrap();
+    let (server, mut dev) = connected((1 << VIRTIO_F_VERSION_1) | PROTOCOL_FEATURES, 0);
+    let (result, interrupt) = activate_in(&mut dev, memfd_mem());
+    result.unwrap();
     server.wait_log(4 + 2 * 5 + 2);
     assert_eq!(interrupt.status(), 0);
     let s = server.state.lock().unwrap();
@@ -246,20 +239,9 @@ fn interrupt_status_is_set_by_a_call() {
 
 #[test]
 fn anonymous_guest_memory_cannot_be_shared() {
-    let server = Server::start(1 << VIRTIO_F_VERSION_1, 0);
-    let mut dev = VhostUserFs::connect("t", &server.socket).unwrap();
-    dev.ack_features(1 << VIRTIO_F_VERSION_1);
-    let mem = crate::virtio::test_driver::new_mem();
-    let queues: Vec<Queue> = (0..2)
-        .map(|i| crate::virtio::test_driver::Vq::at(0x1_0000 * (i + 1)).queue())
-        .collect();
-    let kicks: Vec<EventFd> = (0..2)
-        .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
-        .collect();
-    let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-    let err = dev
-        .activate(mem, Interrupt::new(irq), queues, kicks)
-        .unwrap_err();
+    let (_server, mut dev) = connected(1 << VIRTIO_F_VERSION_1, 0);
+    let (result, _) = activate_in(&mut dev, crate::virtio::test_driver::new_mem());
+    let err = result.unwrap_err();
     assert!(err.to_string().contains("not backed by a file"), "{err}");
     assert!(!dev.is_activated());
 }

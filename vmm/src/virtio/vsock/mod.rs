@@ -18,19 +18,18 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use log::warn;
-use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use self::defs::{MAX_GUEST_CID_EXCLUSIVE, MIN_GUEST_CID, NUM_QUEUES, QUEUE_SIZE};
 use self::muxer::Muxer;
 use self::table::ConnTable;
-use super::{ActivateError, Interrupt, VirtioDevice, TYPE_VSOCK, VIRTIO_F_VERSION_1};
+use super::{
+    ActivateError, Activation, DeviceParts, DeviceState, WorkerThread, TYPE_VSOCK,
+    VIRTIO_F_VERSION_1,
+};
 
 /// Errors of the vsock device.
 #[derive(Debug, thiserror::Error)]
@@ -88,12 +87,6 @@ impl Default for VsockLimits {
     }
 }
 
-/// A running worker thread.
-struct Worker {
-    kill_evt: EventFd,
-    thread: JoinHandle<UnixListener>,
-}
-
 /// Asks a running vsock device for a transport reset: all connections are dropped and the guest
 /// gets a `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` event (spec §5.10.6.8).
 #[derive(Debug)]
@@ -113,10 +106,10 @@ pub struct Vsock {
     guest_cid: u64,
     uds_path: PathBuf,
     limits: VsockLimits,
-    acked_features: u64,
+    state: DeviceState,
     listener: Option<UnixListener>,
     control_evt: EventFd,
-    worker: Option<Worker>,
+    worker: Option<WorkerThread<UnixListener>>,
 }
 
 impl Vsock {
@@ -141,7 +134,15 @@ impl Vsock {
             guest_cid,
             uds_path,
             limits,
-            acked_features: 0,
+            // Spec §5.10.3: no feature bit set means stream sockets only. Spec §5.10.4:
+            // `le64 guest_cid` is the whole config space.
+            state: DeviceState::new(
+                "vsock",
+                TYPE_VSOCK,
+                vec![QUEUE_SIZE; NUM_QUEUES],
+                1 << VIRTIO_F_VERSION_1,
+                guest_cid.to_le_bytes().to_vec(),
+            ),
             listener: Some(listener),
             control_evt,
             worker: None,
@@ -163,27 +164,11 @@ impl Vsock {
         let control_evt = self.control_evt.try_clone().map_err(VsockError::EventFd)?;
         Ok(VsockHandle { control_evt })
     }
-
-    /// Stops the worker thread, if any, and keeps its listening socket for the next activation.
-    pub fn shutdown(&mut self) {
-        let Some(worker) = self.worker.take() else {
-            return;
-        };
-        if let Err(e) = worker.kill_evt.write(1) {
-            // Without the kill event the thread cannot be joined; leave it detached.
-            warn!("vsock: failed to stop the worker: {e}");
-            return;
-        }
-        match worker.thread.join() {
-            Ok(listener) => self.listener = Some(listener),
-            Err(_) => warn!("vsock: the worker thread panicked"),
-        }
-    }
 }
 
 impl Drop for Vsock {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop();
         // Only remove the socket file if it is still ours.
         if self.listener.take().is_some() {
             let _ = std::fs::remove_file(&self.uds_path);
@@ -191,45 +176,8 @@ impl Drop for Vsock {
     }
 }
 
-impl VirtioDevice for Vsock {
-    fn device_type(&self) -> u32 {
-        TYPE_VSOCK
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE; NUM_QUEUES]
-    }
-
-    fn avail_features(&self) -> u64 {
-        // Spec §5.10.3: no feature bit set means stream sockets only.
-        1 << VIRTIO_F_VERSION_1
-    }
-
-    fn acked_features(&self) -> u64 {
-        self.acked_features
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features();
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        // Spec §5.10.4: `le64 guest_cid` is the whole config space.
-        super::read_config_bytes(&self.guest_cid.to_le_bytes(), offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, _data: &[u8]) {
-        warn!("vsock: guest write to read-only config space at {offset:#x} ignored");
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Interrupt,
-        queues: Vec<Queue>,
-        queue_evts: Vec<EventFd>,
-    ) -> Result<(), ActivateError> {
-        super::check_activation(self.worker.is_some(), &queues, &queue_evts, NUM_QUEUES)?;
+impl DeviceParts for Vsock {
+    fn start(&mut self, activation: Activation) -> Result<(), ActivateError> {
         let backend = |e: std::io::Error| ActivateError::Backend(e.to_string());
         let listener = match self.listener.take() {
             Some(l) => l,
@@ -238,14 +186,8 @@ impl VirtioDevice for Vsock {
                 bind_listener(&self.uds_path).map_err(|e| ActivateError::Backend(e.to_string()))?
             }
         };
-        let setup = (|| {
-            let kill_evt = EventFd::new(EFD_NONBLOCK)?;
-            let worker_kill = kill_evt.try_clone()?;
-            let control = self.control_evt.try_clone()?;
-            let epoll = Epoll::new()?;
-            Ok::<_, std::io::Error>((kill_evt, worker_kill, control, epoll))
-        })();
-        let (kill_evt, worker_kill, control, epoll) = match setup {
+        let setup = (|| Ok::<_, std::io::Error>((self.control_evt.try_clone()?, Epoll::new()?)))();
+        let (control, epoll) = match setup {
             Ok(parts) => parts,
             Err(e) => {
                 self.listener = Some(listener);
@@ -259,30 +201,38 @@ impl VirtioDevice for Vsock {
             listener,
             epoll,
         );
-        let muxer = Muxer::new(
-            mem,
-            queues,
-            queue_evts,
-            interrupt,
-            worker_kill,
-            control,
-            table,
-        );
-        let thread = std::thread::Builder::new()
-            .name(format!("vsock-{}", self.guest_cid))
-            .spawn(move || muxer.run())
-            .map_err(backend)?;
-        self.worker = Some(Worker { kill_evt, thread });
+        // If the thread cannot start, the listener is lost with the table; the next activation
+        // binds the socket again.
+        let worker = WorkerThread::spawn(format!("vsock-{}", self.guest_cid), move |kill_evt| {
+            Muxer::new(
+                activation.mem,
+                activation.queues,
+                activation.queue_evts,
+                activation.interrupt,
+                kill_evt,
+                control,
+                table,
+            )
+            .run()
+        })
+        .map_err(backend)?;
+        self.worker = Some(worker);
         Ok(())
     }
 
-    fn reset(&mut self) {
-        self.shutdown();
-        self.acked_features = 0;
+    /// Stops the worker thread, if any, and keeps its listening socket for the next activation.
+    fn stop(&mut self) {
+        if let Some(listener) = self.worker.take().and_then(WorkerThread::stop) {
+            self.listener = Some(listener);
+        }
     }
 
-    fn is_activated(&self) -> bool {
-        self.worker.is_some()
+    fn state(&self) -> &DeviceState {
+        &self.state
+    }
+
+    fn state_mut(&mut self) -> &mut DeviceState {
+        &mut self.state
     }
 }
 

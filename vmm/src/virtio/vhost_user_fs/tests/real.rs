@@ -5,19 +5,13 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use fuse_backend_rs::abi::fuse_abi::{
-    EntryOut, InHeader, InitIn, Opcode, OpenIn, OpenOut, OutHeader, ReadIn,
-};
-use vm_memory::{ByteValued, Bytes, GuestAddress};
+use fuse_backend_rs::abi::fuse_abi::OpenOut;
 
 use super::memfd_mem;
-use crate::virtio::test_driver::Rings;
+use crate::virtio::fs::tests::driver::Guest;
+use crate::virtio::fs::tests::{entry, init, open, read};
 use crate::virtio::vhost_user_fs::VhostUserFs;
 use crate::virtio::VirtioDevice;
-
-/// The request queue.
-const REQ: usize = 1;
-const OUT: u32 = 64 * 1024;
 
 struct Daemon(Child);
 
@@ -26,51 +20,6 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-struct Guest {
-    rings: Rings<2>,
-    unique: u64,
-}
-
-impl Guest {
-    /// Sends one FUSE request and returns (reply header, body).
-    fn request(&mut self, opcode: Opcode, nodeid: u64, args: &[u8]) -> (OutHeader, Vec<u8>) {
-        self.unique += 1;
-        let hdr = InHeader {
-            len: (std::mem::size_of::<InHeader>() + args.len()) as u32,
-            opcode: opcode as u32,
-            unique: self.unique,
-            nodeid,
-            ..Default::default()
-        };
-        let mut msg = hdr.as_slice().to_vec();
-        msg.extend_from_slice(args);
-        let inb = self.rings.alloc(msg.len() as u64);
-        self.rings.mem.write_slice(&msg, GuestAddress(inb)).unwrap();
-        let outb = self.rings.alloc(u64::from(OUT));
-        let head = self
-            .rings
-            .add_chain(REQ, &[(inb, msg.len() as u32, false), (outb, OUT, true)]);
-        self.rings.kick(REQ);
-        let (id, len) = self
-            .rings
-            .next_used(REQ, Duration::from_secs(10))
-            .expect("no reply from virtiofsd");
-        assert_eq!(id, u32::from(head));
-        let mut out = vec![0u8; len as usize];
-        self.rings
-            .mem
-            .read_slice(&mut out, GuestAddress(outb))
-            .unwrap();
-        let n = std::mem::size_of::<OutHeader>();
-        let hdr = *OutHeader::from_slice(&out[..n]).unwrap();
-        (hdr, out[n..].to_vec())
-    }
-}
-
-fn obj<T: ByteValued>(body: &[u8]) -> T {
-    *T::from_slice(&body[..std::mem::size_of::<T>()]).unwrap()
 }
 
 #[test]
@@ -99,42 +48,16 @@ fn real_virtiofsd_serves_a_read() {
     }
     let mut dev = VhostUserFs::connect("share", &socket).unwrap();
     dev.ack_features(dev.avail_features());
-    let mut g = Guest {
-        rings: Rings::new(memfd_mem(), Duration::from_micros(50)),
-        unique: 0,
-    };
-    g.rings.activate(&mut dev);
-
-    let init = InitIn {
-        major: 7,
-        minor: 31,
-        max_readahead: 128 * 1024,
-        flags: 0,
-    };
-    let (h, _) = g.request(Opcode::Init, 0, init.as_slice());
-    assert_eq!(h.error, 0, "init");
-    let (h, body) = g.request(Opcode::Lookup, 1, b"hello.txt\0");
-    assert_eq!(h.error, 0, "lookup");
-    let e: EntryOut = obj(&body);
-    let open = OpenIn {
-        flags: libc::O_RDONLY as u32,
-        fuse_flags: 0,
-    };
-    let (h, body) = g.request(Opcode::Open, e.nodeid, open.as_slice());
-    assert_eq!(h.error, 0, "open");
-    let o: OpenOut = obj(&body);
-    let read = ReadIn {
-        fh: o.fh,
-        offset: 0,
-        size: 4096,
-        ..Default::default()
-    };
-    let (h, body) = g.request(Opcode::Read, e.nodeid, read.as_slice());
-    assert_eq!(h.error, 0, "read");
-    assert_eq!(body, b"hello through vhost-user\n");
+    let mut g = Guest::with_mem(memfd_mem());
+    g.activate(&mut dev);
+    init(&mut g);
+    let e = entry(&mut g, 1, "hello.txt");
+    let r = open(&mut g, e.nodeid, libc::O_RDONLY);
+    assert_eq!(r.hdr.error, 0, "open");
+    let r = read(&mut g, e.nodeid, r.obj::<OpenOut>().fh, 4096);
+    assert_eq!(r.hdr.error, 0, "read");
+    assert_eq!(r.body, b"hello through vhost-user\n");
     // `..` at the root stays inside the share (virtiofsd's own confinement).
-    let (h, body) = g.request(Opcode::Lookup, 1, b"..\0");
-    assert_eq!(h.error, 0, "lookup ..");
-    assert_eq!(obj::<EntryOut>(&body).nodeid, 1);
+    assert_eq!(entry(&mut g, 1, "..").nodeid, 1);
     dev.reset();
 }
