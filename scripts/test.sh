@@ -28,8 +28,15 @@ kvm_mode="$(kvm_env_mode)"
 # shellcheck source=lib/e2e-retry.sh
 source "$root/scripts/lib/e2e-retry.sh"
 export E2E_CONSOLE_DIRS=("$root/target")
-# agent-vm: a host log stream sometimes gets no data for 120 s (open bug, tests/README.md).
-export E2E_RETRY_ANY=" agent-vm "
+# Inside the emulated test host about 3 guest boots in 100 crash, stall or die without a kernel
+# message (tests/README.md, "Known intermittent failures"): there, a suite that boots guests
+# runs once more after any failure (pod-e2e retries each failed case itself). On hardware KVM
+# only a guest kernel crash earns a second run.
+if [[ "$kvm_mode" == kvm-host ]]; then
+    export E2E_RETRY_ANY=" boot boot-smoke agent-vm "
+else
+    export E2E_RETRY_ANY=""
+fi
 
 step "end-to-end: boot a real microVM, console + vsock both ways (tests/e2e/boot.sh, mode $kvm_mode)"
 e2e_run boot "$root/tests/e2e/boot.sh"

@@ -2,11 +2,13 @@
 # Runs one end-to-end suite and, only when it failed because a *guest kernel* crashed (a
 # double fault, an oops or a panic in a guest console log written during the run), runs it
 # once more. The emulated KVM test host (QEMU TCG emulating AMD SVM) occasionally breaks a
-# nested guest's CPU state: a double fault at the first instruction of the syscall entry was
-# seen once in about a hundred boots. Our code failing never triggers a retry: the suite's own
+# nested guest's CPU state: a double fault at the first instruction of the syscall entry, a
+# guest running at an address that holds no code, a triple fault, a stall in early boot (about
+# 3 boots in 100 in a stress run, tests/README.md). Outside E2E_RETRY_ANY a suite's own
 # failures (assertions, timeouts, a VMM error) end the run at once. Source it, then:
 #   E2E_CONSOLE_DIRS=(DIR...)   # where the suites leave guest console logs (*console*.log)
-#   E2E_RETRY_ANY=" name ... "   # suites with a known intermittent failure: any failure retried once
+#   E2E_RETRY_ANY=" name ... "   # suites run once more after any failure (scripts/test.sh sets
+#                                # it for the emulated test host only)
 #   e2e_run NAME CMD...
 
 # Guest kernel crash signatures in a console log.

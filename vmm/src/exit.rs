@@ -63,11 +63,24 @@ impl VmExit {
     }
 }
 
+impl VmExit {
+    /// Whether the VMM says why it stopped on stderr: for every end but the guest's own
+    /// orderly ones (reset through the i8042, power-off, halt), and for KVM_EXIT_SHUTDOWN,
+    /// which is usually a guest crash (a triple fault; our guests reboot with `reboot=k`).
+    pub fn is_reported(&self) -> bool {
+        self.status() != ExitStatus::GuestShutdown
+            || matches!(self, VmExit::GuestShutdownExit { .. })
+    }
+}
+
 impl fmt::Display for VmExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VmExit::GuestReset => write!(f, "guest reset through the i8042 controller"),
-            VmExit::GuestShutdownExit { vcpu } => write!(f, "vcpu {vcpu}: guest shutdown"),
+            VmExit::GuestShutdownExit { vcpu } => write!(
+                f,
+                "vcpu {vcpu}: KVM_EXIT_SHUTDOWN (a triple fault, unless the guest reset itself that way)"
+            ),
             VmExit::GuestSystemEvent { vcpu, kind } => {
                 write!(f, "vcpu {vcpu}: guest system event {kind}")
             }
@@ -87,6 +100,10 @@ mod tests {
     fn statuses_are_distinct_and_documented() {
         assert_eq!(VmExit::GuestReset.status().code(), 0);
         assert_eq!(VmExit::GuestShutdownExit { vcpu: 0 }.status().code(), 0);
+        assert!(VmExit::GuestShutdownExit { vcpu: 0 }.is_reported());
+        assert!(!VmExit::GuestReset.is_reported());
+        assert!(!VmExit::GuestStopped.is_reported());
+        assert!(VmExit::Signal(libc::SIGTERM).is_reported());
         assert_eq!(VmExit::GuestStopped.status().code(), 0);
         assert_eq!(VmExit::Signal(libc::SIGINT).status().code(), 130);
         assert_eq!(VmExit::Signal(libc::SIGTERM).status().code(), 143);

@@ -200,11 +200,10 @@ fn main() -> ExitCode {
     };
     match vm.run() {
         Ok(reason) => {
-            let status = reason.status();
-            if status != ExitStatus::GuestShutdown {
+            if reason.is_reported() {
                 eprintln!("peapod-vmm: stopped: {reason}");
             }
-            exit(status)
+            exit(reason.status())
         }
         Err(e) => {
             eprintln!("peapod-vmm: {e}");

@@ -45,8 +45,10 @@ struct Args {
     /// Guest memory.
     #[arg(long, default_value_t = 512)]
     memory_mib: u32,
-    /// Guest vCPUs.
-    #[arg(long, default_value_t = 2)]
+    /// Guest vCPUs. 1 by default, as `peapod run` gives a pod without CPU limits: with 2, the
+    /// guest double-faulted under the emulated test host in 2 of 8 runs (tests/README.md,
+    /// "Known intermittent failures"); SMP boot stays covered by boot-smoke's `smp` case.
+    #[arg(long, default_value_t = 1)]
     vcpus: u32,
     /// Seconds the agent may take to answer after the VMM started (emulation is slow).
     #[arg(long, default_value_t = 300)]
