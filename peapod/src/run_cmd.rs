@@ -32,9 +32,10 @@ pub struct AssetArgs {
     /// Seconds the guest agent may take to answer after the VMM started.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub boot_timeout: u64,
-    /// Guest kernel parameters added to the VMM's defaults (e.g. `quiet`: a faster boot, but
-    /// the console log then lacks the kernel's messages, OOM reports among them).
-    #[arg(long, value_name = "PARAMS", default_value = "")]
+    /// Guest kernel parameters added to the VMM's defaults. `quiet` keeps only the kernel's
+    /// errors (panics, oopses, OOM kills) on the console log: the boot is faster, with far fewer
+    /// serial port exits. `--kernel-args ''` logs every kernel message.
+    #[arg(long, value_name = "PARAMS", default_value = "quiet")]
     pub kernel_args: String,
 }
 
