@@ -79,7 +79,12 @@ pub enum RestartPolicy {
     Never,
 }
 
-/// Resource limits of one container.
+/// Resource limits and requests of one container.
+///
+/// The requests (v3) only feed the pod's Kubernetes QoS class and the containers'
+/// `oom_score_adj` in the guest; they do not set any cgroup knob. A request of `None` means
+/// the limit, as Kubernetes defaults a missing request to the limit; `Some(0)` counts as not
+/// set, as in Kubernetes' QoS rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Resources {
     /// CPU limit in millicores.
@@ -88,6 +93,22 @@ pub struct Resources {
     pub memory_bytes: Option<u64>,
     /// Maximum number of processes.
     pub pids: Option<u64>,
+    /// CPU request in millicores (`None`: the limit).
+    pub cpu_request_millis: Option<u64>,
+    /// Memory request in bytes (`None`: the limit).
+    pub memory_request_bytes: Option<u64>,
+}
+
+impl Resources {
+    /// The CPU request after Kubernetes defaulting: the request, else the limit.
+    pub fn effective_cpu_request(&self) -> Option<u64> {
+        self.cpu_request_millis.or(self.cpu_millis)
+    }
+
+    /// The memory request after Kubernetes defaulting: the request, else the limit.
+    pub fn effective_memory_request(&self) -> Option<u64> {
+        self.memory_request_bytes.or(self.memory_bytes)
+    }
 }
 
 /// A volume mount: bind mount of a directory the host hands over.

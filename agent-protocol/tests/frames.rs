@@ -28,6 +28,8 @@ fn container() -> ContainerSpec {
             cpu_millis: Some(500),
             memory_bytes: Some(1 << 26),
             pids: Some(64),
+            cpu_request_millis: Some(250),
+            memory_request_bytes: None,
         },
         tty: false,
         stdin: true,
@@ -357,4 +359,19 @@ fn random_bytes_never_panic() {
         }
         let _ = read_preamble(&mut Cursor::new(r.into_inner()));
     }
+}
+
+#[test]
+fn requests_default_to_limits() {
+    let r = Resources {
+        cpu_millis: Some(500),
+        memory_bytes: Some(1 << 26),
+        pids: None,
+        cpu_request_millis: Some(100),
+        memory_request_bytes: None,
+    };
+    assert_eq!(r.effective_cpu_request(), Some(100));
+    assert_eq!(r.effective_memory_request(), Some(1 << 26));
+    assert_eq!(Resources::default().effective_memory_request(), None);
+    assert_eq!(Resources::default().effective_cpu_request(), None);
 }

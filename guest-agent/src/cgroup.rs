@@ -212,6 +212,9 @@ mod tests {
             cpu_millis: Some(500),
             memory_bytes: Some(64 << 20),
             pids: Some(100),
+            // Requests only feed the QoS class: no knob uses them.
+            cpu_request_millis: Some(100),
+            memory_request_bytes: Some(1 << 20),
         };
         // A kernel with swap creates memory.swap.max with the cgroup.
         sys.write_file(Path::new("/cg/pod/app/memory.swap.max"), "max")
@@ -236,7 +239,7 @@ mod tests {
         let res = Resources {
             cpu_millis: None,
             memory_bytes: Some(32 << 20),
-            pids: None,
+            ..Resources::default()
         };
         let dir = pod.create_container(&sys, "hog", &res).unwrap();
         let files = sys.files.lock().unwrap().clone();
@@ -256,6 +259,7 @@ mod tests {
             cpu_millis: Some(500),
             memory_bytes: None,
             pids: Some(3),
+            ..Resources::default()
         };
         let dir = pod.create_container(&sys, "app", &res).unwrap();
         assert!(!sys

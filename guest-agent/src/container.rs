@@ -1,6 +1,6 @@
 //! Starting one container: a fork into new mount, UTS and (unless shared) PID namespaces,
-//! joining its cgroup, running the mount plan, pivot_root, hostname, identity and execve, with
-//! stdout/stderr on pipes.
+//! setting its `oom_score_adj`, joining its cgroup, running the mount plan, pivot_root,
+//! hostname, identity and execve, with stdout/stderr on pipes.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -12,9 +12,10 @@ use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{fork, pipe2, ForkResult};
 
 use crate::mounts::{self, MountStep};
+use crate::oom;
 use crate::process::{self, ErrorPipe, Prepared, ProcessError};
 use crate::reaper::{Exit, Reaper};
-use crate::sys::LinuxSys;
+use crate::sys::{LinuxSys, Sys};
 
 /// Everything needed to start a container, prepared in the agent.
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub struct Launch {
     pub new_pid_ns: bool,
     /// Hostname.
     pub hostname: String,
+    /// The container's `oom_score_adj` (see [`crate::oom`]), set before anything else.
+    pub oom_score_adj: i32,
 }
 
 /// A started container process.
@@ -43,18 +46,24 @@ pub struct Started {
     pub stderr: File,
 }
 
+/// The child's steps through the system-call boundary, in order: its `oom_score_adj` (the
+/// agent's -1000 must not reach the container), its cgroup, the mount plan.
+fn child_setup(sys: &dyn Sys, launch: &Launch) -> Result<(), String> {
+    oom::set_child(sys, launch.oom_score_adj).map_err(|e| e.to_string())?;
+    if let Some(procs) = &launch.cgroup_procs {
+        sys.write_file(procs, "0")
+            .map_err(|e| format!("join cgroup: {e}"))?;
+    }
+    mounts::execute(sys, &launch.steps).map_err(|e| format!("mounts: {e}"))
+}
+
 fn child_main(launch: &Launch, stdin: i32, out: i32, err: i32, err_pipe: i32) -> isize {
     let fail = |m: String| -> isize { process::child_fail(err_pipe, &m) };
     if let Err(m) = process::child_stdio(stdin, out, err) {
         return fail(m);
     }
-    if let Some(procs) = &launch.cgroup_procs {
-        if let Err(e) = std::fs::write(procs, "0") {
-            return fail(format!("join cgroup {}: {e}", procs.display()));
-        }
-    }
-    if let Err(e) = mounts::execute(&LinuxSys, &launch.steps) {
-        return fail(format!("mounts: {e}"));
+    if let Err(m) = child_setup(&LinuxSys, launch) {
+        return fail(m);
     }
     if let Err(e) = nix::unistd::sethostname(&launch.hostname) {
         return fail(format!("sethostname: {e}"));
@@ -119,4 +128,46 @@ pub fn start(reaper: &Reaper, launch: &Launch) -> Result<Started, ProcessError> 
         stdout: File::from(out_r),
         stderr: File::from(err_r),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::sys::fake::FakeSys;
+    use crate::users::Ids;
+
+    fn launch(cgroup: Option<&str>) -> Launch {
+        Launch {
+            process: process::prepare(&["true".into()], &[], "/", Ids { uid: 0, gid: 0 }).unwrap(),
+            steps: vec![MountStep::Mkdir("/merged/proc".into())],
+            cgroup_procs: cgroup.map(PathBuf::from),
+            new_pid_ns: true,
+            hostname: "h".into(),
+            oom_score_adj: 750,
+        }
+    }
+
+    #[test]
+    fn child_sets_its_score_before_anything_else() {
+        let sys = FakeSys::default();
+        child_setup(&sys, &launch(Some("/cg/app/cgroup.procs"))).unwrap();
+        assert_eq!(
+            sys.calls(),
+            vec![
+                "write /proc/self/oom_score_adj 750".to_string(),
+                "write /cg/app/cgroup.procs 0".to_string(),
+                "mkdir /merged/proc".to_string(),
+            ]
+        );
+        let sys = FakeSys::default();
+        let mut l = launch(None);
+        l.oom_score_adj = -997;
+        child_setup(&sys, &l).unwrap();
+        assert_eq!(
+            sys.files.lock().unwrap()[Path::new("/proc/self/oom_score_adj")],
+            "-997"
+        );
+    }
 }

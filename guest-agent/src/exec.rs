@@ -1,6 +1,6 @@
-//! Exec sessions: a process joins a running container's PID, mount and UTS namespaces and its
-//! cgroup, with pipes or a pseudo terminal; stdin, resize and signals come from the host and
-//! the output and exit code go back on the session's own stream.
+//! Exec sessions: a process joins a running container's PID, mount and UTS namespaces, its
+//! cgroup and its `oom_score_adj`, with pipes or a pseudo terminal; stdin, resize and signals
+//! come from the host and the output and exit code go back on the session's own stream.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -17,8 +17,10 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{fork, pipe2, setsid, ForkResult, Pid};
 
+use crate::oom;
 use crate::process::{self, ErrorPipe, Prepared, ProcessError};
 use crate::reaper::{Exit, Reaper};
+use crate::sys::{LinuxSys, Sys};
 
 nix::ioctl_write_int_bad!(tiocsctty, libc::TIOCSCTTY);
 nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, Winsize);
@@ -30,6 +32,8 @@ pub struct Target {
     pub pid: i32,
     /// The container cgroup's `cgroup.procs`.
     pub cgroup_procs: Option<PathBuf>,
+    /// The container's `oom_score_adj`, which the exec process gets too.
+    pub oom_score_adj: i32,
 }
 
 /// The host side of a running exec process.
@@ -62,6 +66,17 @@ struct ChildFds {
     tty: bool,
 }
 
+/// The child's steps through the system-call boundary, before it joins the container's
+/// namespaces: the container's `oom_score_adj` (not the agent's -1000), then its cgroup.
+fn child_setup(sys: &dyn Sys, target: &Target) -> Result<(), String> {
+    oom::set_child(sys, target.oom_score_adj).map_err(|e| e.to_string())?;
+    if let Some(procs) = &target.cgroup_procs {
+        sys.write_file(procs, "0")
+            .map_err(|e| format!("join cgroup: {e}"))?;
+    }
+    Ok(())
+}
+
 fn child(target: &Target, ns: &[(File, CloneFlags)], fds: &ChildFds, p: &Prepared, ep: i32) -> ! {
     let fail = |m: String| -> ! { process::child_fail(ep, &m) };
     if fds.tty {
@@ -80,10 +95,8 @@ fn child(target: &Target, ns: &[(File, CloneFlags)], fds: &ChildFds, p: &Prepare
     ) {
         fail(m);
     }
-    if let Some(procs) = &target.cgroup_procs {
-        if let Err(e) = std::fs::write(procs, "0") {
-            fail(format!("join cgroup: {e}"));
-        }
+    if let Err(m) = child_setup(&LinuxSys, target) {
+        fail(m);
     }
     for (f, kind) in ns {
         if let Err(e) = setns(f.as_fd(), *kind) {
@@ -382,5 +395,40 @@ impl TryCloneStream for File {
     }
     fn close_delivered(self, timeout: std::time::Duration) -> std::io::Result<()> {
         linger_close(OwnedFd::from(self), timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::FakeSys;
+
+    #[test]
+    fn exec_child_gets_the_container_score() {
+        let sys = FakeSys::default();
+        let target = Target {
+            pid: 42,
+            cgroup_procs: Some("/cg/app/cgroup.procs".into()),
+            oom_score_adj: 1000,
+        };
+        child_setup(&sys, &target).unwrap();
+        assert_eq!(
+            sys.calls(),
+            vec![
+                "write /proc/self/oom_score_adj 1000".to_string(),
+                "write /cg/app/cgroup.procs 0".to_string(),
+            ]
+        );
+        let sys = FakeSys::default();
+        let target = Target {
+            cgroup_procs: None,
+            oom_score_adj: 3,
+            ..target
+        };
+        child_setup(&sys, &target).unwrap();
+        assert_eq!(
+            sys.calls(),
+            vec!["write /proc/self/oom_score_adj 3".to_string()]
+        );
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! The agent owns the pod's network and IPC namespaces (its own), starts each container in new
 //! mount, UTS and PID namespaces with an overlay root and its own cgroup, supervises restarts,
-//! captures logs and serves exec sessions over the `agent-protocol` streams. In host mode
-//! (`--listen-unix`) it first unshares a sandbox of its own; see `docs/guest-agent.md`.
+//! captures logs and serves exec sessions over the `agent-protocol` streams. It keeps itself
+//! out of the OOM killer's reach and gives containers the kubelet's `oom_score_adj`. In host
+//! mode (`--listen-unix`) it first unshares a sandbox of its own; see `docs/guest-agent.md`.
 
 pub mod cgroup;
 pub mod container;
@@ -13,6 +14,7 @@ pub mod init;
 pub mod logs;
 pub mod mounts;
 pub mod net;
+pub mod oom;
 pub mod pod;
 pub mod podfs;
 pub mod process;

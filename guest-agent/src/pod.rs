@@ -17,6 +17,7 @@ use crate::cgroup::{self, PodCgroup};
 use crate::container::{self, Launch};
 use crate::logs::{self, LogBuffer};
 use crate::mounts::{self, ContainerPaths, ResolvedMount};
+use crate::oom;
 use crate::podfs::{self, Mounted, PodFsError};
 use crate::process;
 use crate::reaper::{Exit, Reaper};
@@ -72,6 +73,9 @@ pub struct Ctr {
     pub init: bool,
     /// Logs.
     pub log: Arc<LogBuffer>,
+    /// `oom_score_adj` of its processes (and of exec sessions in it), from the pod's QoS
+    /// class (see [`crate::oom`]).
+    pub oom_score_adj: i32,
     st: Mutex<CtrState>,
 }
 
@@ -219,11 +223,22 @@ impl Pod {
             }
             None => None,
         };
+        let qos = oom::pod_qos(
+            spec.init_containers
+                .iter()
+                .chain(&spec.containers)
+                .map(|c| &c.resources),
+        );
+        let capacity = oom::mem_total(&LinuxSys).unwrap_or_else(|e| {
+            eprintln!("peapod-agent: warning: {e}: Burstable containers get oom_score_adj 999");
+            0
+        });
         let mk = |c: &ContainerSpec, init: bool| {
             Arc::new(Ctr {
                 spec: c.clone(),
                 init,
                 log: Arc::new(LogBuffer::default()),
+                oom_score_adj: oom::container_score_adj(qos, &c.resources, capacity),
                 st: Mutex::new(CtrState {
                     state: waiting(
                         if init {
@@ -491,6 +506,7 @@ impl Pod {
             cgroup_procs: cg.as_ref().map(|d| d.join("cgroup.procs")),
             new_pid_ns: !self.spec.share_process_namespace,
             hostname: self.spec.hostname.clone(),
+            oom_score_adj: c.oom_score_adj,
         };
         if self.stopping() {
             return Err(PodError::Setup("pod is stopping".into()));

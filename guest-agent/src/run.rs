@@ -18,6 +18,7 @@ use crate::cgroup;
 use crate::exec::TryCloneStream;
 use crate::init;
 use crate::net;
+use crate::oom;
 use crate::pod::Env;
 use crate::reaper::Reaper;
 use crate::server::Agent;
@@ -57,6 +58,19 @@ pub fn run(mode: Mode, state_dir: Option<PathBuf>, pid1: bool) {
     }));
     let sys = LinuxSys;
     let state_dir = state_dir.unwrap_or_else(|| PathBuf::from("/run/peapod"));
+    // Out of the OOM killer's reach: as PID 1 its death panics the guest. The guest has no
+    // /proc before `guest_setup`; host mode shields the sandbox's waiting parent too.
+    let protect = || {
+        if let Err(e) = oom::protect_agent(&sys) {
+            log(format!(
+                "warning: {e}: the OOM killer may pick the agent, and containers whose \
+                 score would be lower than the agent's keep the agent's"
+            ));
+        }
+    };
+    if !guest {
+        protect();
+    }
     match &mode {
         Mode::Unix(_) => {
             if let Err(e) = init::host_sandbox(&state_dir, &sys) {
@@ -71,6 +85,7 @@ pub fn run(mode: Mode, state_dir: Option<PathBuf>, pid1: bool) {
                 Err(e) => log(format!("warning: {e}: containers will fail to pivot_root")),
             }
             init::guest_setup(&sys);
+            protect();
             if let Err(e) = sys.mkdir_all(&state_dir) {
                 log(e);
             }

@@ -285,6 +285,7 @@ impl Agent {
             exec::Target {
                 pid,
                 cgroup_procs: cgroup.map(|d| d.join("cgroup.procs")),
+                oom_score_adj: ctr.oom_score_adj,
             },
             p,
         ))

@@ -172,6 +172,8 @@ pub mod fake {
         pub fail_mount: Mutex<Option<PathBuf>>,
         /// `umount` (not the detaching one) fails with `EBUSY` for this target.
         pub busy: Mutex<Option<PathBuf>>,
+        /// `write_file` fails with `EACCES` for this path.
+        pub denied: Mutex<Option<PathBuf>>,
     }
 
     impl FakeSys {
@@ -250,6 +252,14 @@ pub mod fake {
             Ok(())
         }
         fn write_file(&self, path: &Path, data: &str) -> Result<(), SysError> {
+            if self.denied.lock().unwrap().as_deref() == Some(path) {
+                self.log(format!("write {} {} denied", path.display(), data));
+                return Err(err(
+                    "write",
+                    path,
+                    std::io::Error::from_raw_os_error(libc::EACCES),
+                ));
+            }
             self.log(format!("write {} {}", path.display(), data));
             self.files
                 .lock()

@@ -106,6 +106,8 @@ fn container(
             cpu_millis: c.cpu_limit_millis,
             memory_bytes: c.memory_limit_bytes,
             pids: None,
+            cpu_request_millis: c.cpu_request_millis,
+            memory_request_bytes: c.memory_request_bytes,
         },
         tty: false,
         stdin: false,
@@ -147,4 +149,84 @@ pub fn pod_spec(
         filesystems: layout.filesystems.clone(),
         scratch_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use pod_spec::plan::{plan_pod, ImageConfigView};
+
+    use super::*;
+
+    #[test]
+    fn limits_and_requests_reach_the_agent() {
+        let text = concat!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n",
+            "  initContainers:\n",
+            "  - {name: i, image: busybox:latest, resources: {requests: {memory: 32Mi}}}\n",
+            "  containers:\n",
+            "  - {name: a, image: busybox:latest, resources: {limits: {cpu: 500m, memory: 256Mi}, requests: {cpu: 100m, memory: 64Mi}}}\n",
+            "  - {name: b, image: busybox:latest, resources: {limits: {cpu: 1, memory: 128Mi}}}\n",
+            "  - {name: c, image: busybox:latest}\n",
+        );
+        let pod = pod_spec::load_str("t.yaml", text)
+            .unwrap()
+            .remove(0)
+            .outcome
+            .unwrap();
+        let images = BTreeMap::from([(
+            "busybox:latest".to_string(),
+            ImageConfigView {
+                entrypoint: vec![],
+                cmd: vec!["sh".into()],
+                env: vec![],
+                working_dir: String::new(),
+                user: String::new(),
+            },
+        )]);
+        let plan = plan_pod(&pod, "uid", &images).unwrap();
+        let root = PathBuf::from("/host/img");
+        let layout = Layout {
+            images: BTreeMap::from([(root.clone(), "/run/peapod/images/0".to_string())]),
+            ..Layout::default()
+        };
+        let spec = pod_spec(
+            &plan,
+            &[root.clone(), root.clone(), root.clone(), root],
+            &layout,
+            None,
+        )
+        .unwrap();
+        let res = |c: &ContainerSpec| c.resources;
+        let mib = 1u64 << 20;
+        assert_eq!(
+            res(&spec.init_containers[0]),
+            Resources {
+                memory_request_bytes: Some(32 * mib),
+                ..Resources::default()
+            }
+        );
+        assert_eq!(
+            res(&spec.containers[0]),
+            Resources {
+                cpu_millis: Some(500),
+                memory_bytes: Some(256 * mib),
+                pids: None,
+                cpu_request_millis: Some(100),
+                memory_request_bytes: Some(64 * mib),
+            }
+        );
+        assert_eq!(
+            res(&spec.containers[1]),
+            Resources {
+                cpu_millis: Some(1000),
+                memory_bytes: Some(128 * mib),
+                pids: None,
+                cpu_request_millis: Some(1000),
+                memory_request_bytes: Some(128 * mib),
+            }
+        );
+        assert_eq!(res(&spec.containers[2]), Resources::default());
+    }
 }

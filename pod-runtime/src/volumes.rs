@@ -515,6 +515,8 @@ mod tests {
             tty: false,
             cpu_limit_millis: None,
             memory_limit_bytes: None,
+            cpu_request_millis: None,
+            memory_request_bytes: None,
         }
     }
 

@@ -169,6 +169,14 @@ pub struct ContainerPlan {
     pub cpu_limit_millis: Option<u64>,
     /// memory limit in bytes, if set.
     pub memory_limit_bytes: Option<u64>,
+    /// cpu request in millicores, if set (defaulting copies a missing one from the limit).
+    /// Only for the guest's QoS class and `oom_score_adj`.
+    #[serde(default)]
+    pub cpu_request_millis: Option<u64>,
+    /// memory request in bytes, if set (defaulting copies a missing one from the limit).
+    /// Only for the guest's QoS class and `oom_score_adj`.
+    #[serde(default)]
+    pub memory_request_bytes: Option<u64>,
 }
 
 /// The runtime plan of one pod.
@@ -416,6 +424,11 @@ fn plan_container(
             .as_ref()
             .and_then(|r| r.limits.get(name).copied())
     };
+    let request = |name: &str| {
+        c.resources
+            .as_ref()
+            .and_then(|r| r.requests.get(name).copied())
+    };
     Ok(ContainerPlan {
         name: c.name.clone(),
         image: image_ref,
@@ -451,5 +464,7 @@ fn plan_container(
         tty: c.tty.unwrap_or(false),
         cpu_limit_millis: limit("cpu").map(|q| to_u64(q.milli_value())),
         memory_limit_bytes: limit("memory").map(|q| to_u64(q.value())),
+        cpu_request_millis: request("cpu").map(|q| to_u64(q.milli_value())),
+        memory_request_bytes: request("memory").map(|q| to_u64(q.value())),
     })
 }

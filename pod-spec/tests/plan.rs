@@ -219,3 +219,25 @@ fn volume_wiring() {
     let back: pod_spec::plan::PodPlan = serde_json::from_str(&json).unwrap();
     assert_eq!(back, plan);
 }
+
+#[test]
+fn requests_are_planned_with_limits_as_their_default() {
+    let p = pod(&format!(
+        "{HEAD}{}",
+        concat!(
+            "  initContainers:\n",
+            "  - {name: i, image: busybox:latest, resources: {requests: {memory: 32Mi}}}\n",
+            "  containers:\n",
+            "  - {name: a, image: busybox:latest, resources: {limits: {cpu: 500m, memory: 256Mi}, requests: {cpu: 100m, memory: 64Mi}}}\n",
+            "  - {name: b, image: busybox:latest, resources: {limits: {cpu: 1, memory: 128Mi}}}\n",
+            "  - {name: c, image: busybox:latest}\n",
+        )
+    ));
+    let plan = plan_pod(&p, "uid", &busybox()).unwrap();
+    let req = |c: &pod_spec::plan::ContainerPlan| (c.cpu_request_millis, c.memory_request_bytes);
+    assert_eq!(req(&plan.init_containers[0]), (None, Some(32 << 20)));
+    assert_eq!(req(&plan.containers[0]), (Some(100), Some(64 << 20)));
+    assert_eq!(req(&plan.containers[1]), (Some(1000), Some(128 << 20)));
+    assert_eq!(req(&plan.containers[2]), (None, None));
+    assert_eq!(plan.containers[0].memory_limit_bytes, Some(256 << 20));
+}
