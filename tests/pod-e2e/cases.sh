@@ -182,6 +182,18 @@ case_oom() { # a 32Mi limit: OOMKilled, exit 137
     expect_out "[hog] allocating"
     expect_no_out "survived"
     expect_err OOMKilled
+    score="$(sed -n 's/^\[hog\] score //p' "$c/stdout")"
+    case "$score" in
+    '' | *[!0-9]*) fail "the hog's oom_score_adj is '$score', expected a Burstable score 3..999" ;;
+    *) if [ "$score" -lt 3 ] || [ "$score" -gt 999 ]; then fail "the hog's oom_score_adj is $score, expected 3..999"; fi ;;
+    esac
+}
+
+case_qos() { # a Guaranteed pod: each container's oom_score_adj is -997 (kubelet policy)
+    start_pod "$pods/e2e-qos.yaml"
+    expect_rc 0 150
+    expect_out "[a] score -997"
+    expect_out "[b] score -997"
 }
 
 df_used_k() { df -Pk "$1" | awk 'NR == 2 { print $3 }'; }
@@ -333,7 +345,7 @@ case_bad_hostpath() {
 
 all_cases="bad-manifest bad-image bad-hostpath busy-pod-once busy-pod counter hostpath
 init-container two-containers twocontainers emptydir emptydir-restart sidecar init-prep localhost-http
-hostpath-create oom rootfs-1g four memory-emptydir subpath readonly sigint-twice sigterm vmm-killed vmm-state-dump"
+hostpath-create oom qos rootfs-1g four memory-emptydir subpath readonly sigint-twice sigterm vmm-killed vmm-state-dump"
 all_cases="$(echo "$all_cases" | tr '\n' ' ')"
 if [ -n "${PEAPOD_E2E_ONLY:-}" ]; then
     for n in $(echo "$PEAPOD_E2E_ONLY" | tr , ' '); do
@@ -353,16 +365,17 @@ case "$attempts" in '' | *[!0-9]* | 0) die "PEAPOD_E2E_ATTEMPTS must be a positi
 flaky=""
 for name in $all_cases; do
     selected "$name" || continue
-    n=1
-    until run_case "$name" "$n"; do
-        n=$((n + 1))
-        [ "$n" -le "$attempts" ] || break
+    # (sh has no local variables: a name no case function uses)
+    case_attempt=1
+    until run_case "$name" "$case_attempt"; do
+        case_attempt=$((case_attempt + 1))
+        [ "$case_attempt" -le "$attempts" ] || break
     done
-    if [ "$n" -gt "$attempts" ]; then
+    if [ "$case_attempt" -gt "$attempts" ]; then
         failed=$((failed + 1))
     else
         passed=$((passed + 1))
-        [ "$n" = 1 ] || flaky="$flaky $name(attempt $n)"
+        [ "$case_attempt" = 1 ] || flaky="$flaky $name(attempt $case_attempt)"
     fi
 done
 total="$(awk -v a="$t_start" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }')"
