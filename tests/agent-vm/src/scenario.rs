@@ -399,7 +399,17 @@ fn inspect_pod(s: &Settings, f: &mut Figures) -> Result<()> {
     );
     f.agent_rss_kib = parse_rss(&out);
     ensure!(f.agent_rss_kib.is_some(), "no VmRSS/VmHWM in {out:?}");
-    println!("agent-vm: ok: shareProcessNamespace container sees the agent as PID 1");
+    // The agent shields itself from the guest OOM killer; its containers get kubelet scores
+    // (the inspect pod sets no resources: BestEffort, 1000).
+    let (agent_adj, _, _) = exec(s, "idle", &["cat", "/proc/1/oom_score_adj"])?;
+    let (own_adj, _, _) = exec(s, "idle", &["cat", "/proc/self/oom_score_adj"])?;
+    ensure!(
+        agent_adj.trim() == "-1000" && own_adj.trim() == "1000",
+        "oom_score_adj: agent {agent_adj:?} (want -1000), exec in a BestEffort pod {own_adj:?} (want 1000)"
+    );
+    println!(
+        "agent-vm: ok: shareProcessNamespace container sees the agent as PID 1 (oom_score_adj -1000; its own 1000)"
+    );
     fs_case::check_unmounted(s, "idle")
 }
 
