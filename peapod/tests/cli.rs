@@ -16,7 +16,11 @@ fn peapod(args: &[&str], stdin: Option<&str>) -> Output {
     if let Some(text) = stdin {
         // A command that does not read stdin may exit before the write: a closed pipe is fine.
         if let Err(e) = input.write_all(text.as_bytes()) {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing stdin: {e}");
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe,
+                "writing stdin: {e}"
+            );
         }
     }
     drop(input);
