@@ -6,6 +6,7 @@
 
 mod bench_cmd;
 mod images_cmd;
+mod logs_cmd;
 mod manifest_cmds;
 mod pod_cmds;
 mod run_cmd;
@@ -42,8 +43,8 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Run a command in a container of a running pod.
     Exec(pod_cmds::ExecArgs),
-    /// Print a container's logs.
-    Logs(pod_cmds::LogsArgs),
+    /// Print a container's logs (-f to follow, --tail, --all-containers).
+    Logs(logs_cmd::LogsArgs),
     /// Delete a pod (stopping it first when it runs).
     Delete(pod_cmds::DeleteArgs),
     /// Benchmarks: `bench boot` times each phase of a pod's start.
@@ -62,7 +63,7 @@ fn main() -> ExitCode {
         Command::Rmi(args) => images_cmd::run_rmi(args),
         Command::Run(args) => run_cmd::run(args),
         Command::Exec(args) => pod_cmds::run_exec(args),
-        Command::Logs(args) => pod_cmds::run_logs(args),
+        Command::Logs(args) => logs_cmd::run_logs(args),
         Command::Delete(args) => pod_cmds::run_delete(args),
         Command::Bench(args) => bench_cmd::run(args),
     };

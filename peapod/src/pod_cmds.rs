@@ -1,10 +1,11 @@
-//! Commands on a pod started by `peapod run`: `exec`, `logs` and `delete pod`.
+//! Commands on a pod started by `peapod run`: `exec` and `delete pod` (`logs` is in
+//! `logs_cmd`).
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use agent_protocol::{ExecEvent, ExecSession, ExecSpec, StreamKind};
+use agent_protocol::{ExecEvent, ExecSession, ExecSpec};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use pod_runtime::agent::AgentAddr;
@@ -28,22 +29,6 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-/// `peapod logs`.
-#[derive(Debug, Args)]
-pub struct LogsArgs {
-    /// The pod.
-    pub pod: String,
-    /// The container (default: the first app container).
-    #[arg(short = 'c', long)]
-    pub container: Option<String>,
-    /// Namespace.
-    #[arg(short = 'n', long, default_value = "default")]
-    pub namespace: String,
-    /// Prefix each line with its timestamp.
-    #[arg(long)]
-    pub timestamps: bool,
-}
-
 /// `peapod delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
@@ -64,7 +49,11 @@ pub enum DeleteWhat {
     },
 }
 
-fn pick_container(rec: &state::PodRecord, asked: Option<&str>) -> anyhow::Result<String> {
+/// The container `asked` for, or the first app container.
+pub(crate) fn pick_container(
+    rec: &state::PodRecord,
+    asked: Option<&str>,
+) -> anyhow::Result<String> {
     let all: Vec<&String> = rec.init_containers.iter().chain(&rec.containers).collect();
     match asked {
         Some(c) if all.iter().any(|n| n.as_str() == c) => Ok(c.to_string()),
@@ -118,29 +107,6 @@ pub fn run_exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-}
-
-/// Runs `peapod logs`.
-pub fn run_logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let (dir, rec) = find(&peapod_root(), &args.namespace, &args.pod)?;
-    let container = pick_container(&rec, args.container.as_deref())?;
-    let path = state::log_path(&dir, &container);
-    let data = match std::fs::read(&path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
-    let mut out = std::io::stdout().lock();
-    for (ts, stream, text) in pod_runtime::logs::read_lines(&data) {
-        let _ = stream == StreamKind::Stderr;
-        if args.timestamps {
-            out.write_all(ts.as_bytes())?;
-            out.write_all(b" ")?;
-        }
-        out.write_all(&text)?;
-        out.write_all(b"\n")?;
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `peapod delete`.

@@ -1,6 +1,7 @@
 //! Container logs on the host: a follower thread per container streams records from the
 //! agent into `logs/<container>.log` (CRI format) and hands whole lines to the printer; the
-//! reader side turns those files back into lines for `peapod logs`.
+//! reader side turns those files back into lines for `peapod logs` (incremental reading and
+//! following: [`crate::log_reader`]).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -209,34 +210,16 @@ pub fn parse_cri(line: &[u8]) -> Option<CriLine<'_>> {
 }
 
 /// The lines of a CRI log file, partial records joined: `(timestamp of the first piece,
-/// stream, text)`. Malformed lines are skipped.
+/// stream, text)`. Malformed lines are skipped. See [`crate::log_reader`] for reading files
+/// that grow.
 pub fn read_lines(text: &[u8]) -> Vec<(String, StreamKind, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut pending: [Option<(String, Vec<u8>)>; 2] = [None, None];
-    for raw in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let Some(l) = parse_cri(raw) else { continue };
-        let slot = &mut pending[usize::from(l.stream == StreamKind::Stderr)];
-        let (ts, mut data) = slot
-            .take()
-            .unwrap_or_else(|| (l.timestamp.to_string(), Vec::new()));
-        data.extend_from_slice(l.data);
-        if l.partial {
-            *slot = Some((ts, data));
-        } else {
-            out.push((ts, l.stream, data));
-        }
-    }
-    for (i, p) in pending.into_iter().enumerate() {
-        if let Some((ts, data)) = p {
-            let k = if i == 0 {
-                StreamKind::Stdout
-            } else {
-                StreamKind::Stderr
-            };
-            out.push((ts, k, data));
-        }
-    }
-    out
+    let mut d = crate::log_reader::CriDecoder::default();
+    let mut lines = d.feed(text);
+    lines.extend(d.finish());
+    lines
+        .into_iter()
+        .map(|l| (l.timestamp, l.stream, l.text))
+        .collect()
 }
 
 #[cfg(test)]

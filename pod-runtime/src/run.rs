@@ -4,6 +4,11 @@
 //! Whatever happens (the pod ends, a signal, the VMM or the agent dies, an error), the VMM is
 //! reaped, host bind mounts are detached, emptyDir data and the vsock socket are removed, and
 //! with `remove` the whole pod directory goes too.
+//!
+//! A pod with a hostPath file runs in a private mount namespace ([`crate::mount_ns`]) entered
+//! by the thread calling [`run_pod`]: that thread makes the bind mounts, spawns the VMM and
+//! detaches the mounts, so all three happen in the namespace (keep it so). If `peapod` is
+//! killed with SIGKILL, the VMM dies with it and the kernel drops the namespace and its mounts.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -17,12 +22,13 @@ use crate::agent::{AgentAddr, AgentError};
 use crate::assets::Assets;
 use crate::events::EventTracker;
 use crate::logs::{self, LogEvent};
+use crate::mount_ns::{self, MountNsError};
 use crate::outcome;
 use crate::prepare::Prepared;
 use crate::state::{PodDir, PodRecord, StateError};
 use crate::translate::{self, TranslateError};
 use crate::vm::{Vm, VmError, VmSpec};
-use crate::volumes::{Layout, VolumeError};
+use crate::volumes::{self, Layout, VolumeError};
 
 /// Errors of a pod run.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,9 @@ pub enum RunError {
     /// Volumes could not be set up.
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    /// The private mount namespace for hostPath file mounts could not be entered.
+    #[error("cannot give the pod a private mount namespace for its hostPath file mounts: {0}")]
+    MountNamespace(#[from] MountNsError),
     /// The pod cannot be expressed for the agent.
     #[error(transparent)]
     Translate(#[from] TranslateError),
@@ -158,6 +167,8 @@ struct Cleanup {
 }
 
 impl Drop for Cleanup {
+    // Dropped in `run_pod`, on the thread (and so in the mount namespace) that made the
+    // bind mounts: the detach reaches them.
     fn drop(&mut self) {
         self.layout.teardown();
         if let Some(dir) = self.dir.take() {
@@ -196,6 +207,10 @@ fn tail_of(path: &std::path::Path, lines: usize) -> String {
 }
 
 /// Runs `prepared` to its end (or until a signal arrives on `signals`).
+///
+/// When the pod has a hostPath file, the calling thread first moves into a private mount
+/// namespace (and stays there): the bind mounts, the VMM and their teardown all come from
+/// this thread, so do not move any of them to another one.
 pub fn run_pod(
     prepared: Prepared,
     opts: &RunOptions,
@@ -238,6 +253,11 @@ pub fn run_pod(
     cleanup.dir = Some(dir);
     // A pod whose set-up fails before the VM starts leaves nothing, not even its directory.
     let setup = (|| {
+        // Only host mounts need the namespace (and CAP_SYS_ADMIN); it must exist before they
+        // are made, in this thread, which also spawns the VMM below and detaches them.
+        if volumes::needs_host_mounts(&prepared.host_paths) {
+            mount_ns::enter_private()?;
+        }
         cleanup.layout =
             Layout::build(plan, &prepared.image_roots, &prepared.host_paths, &dir_path)?;
         let scratch = plan.vm.memory_mib.saturating_mul(MIB) / 2;
@@ -264,6 +284,8 @@ pub fn run_pod(
         shares: cleanup.layout.shares.clone(),
         extra_cmdline: opts.extra_cmdline.clone(),
     };
+    // Spawned from this thread: the VMM inherits its mount namespace (and so the bind mounts)
+    // and its parent-death signal follows this thread.
     let mut vm = Vm::spawn(&vm_spec)?;
     let mut tl = Timeline {
         vmm_started: Some(opts.t0.elapsed()),
@@ -511,4 +533,120 @@ fn start_shutdown(addr: &AgentAddr, grace: Duration) -> Result<JoinHandle<()>, R
             }
         })
         .map_err(RunError::Thread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prepare::Manifest;
+    use crate::volumes::check_host_paths;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    struct Quiet;
+
+    impl Output for Quiet {
+        fn log_line(&mut self, _: &str, _: StreamKind, _: &[u8]) {}
+        fn event(&mut self, _: &str) {}
+    }
+
+    fn plan_with_host_file(file: &Path) -> pod_spec::plan::PodPlan {
+        serde_json::from_value(serde_json::json!({
+            "name": "p", "namespace": "default", "uid": "u", "hostname": "p", "subdomain": "",
+            "restart_policy": "Never", "share_process_namespace": false,
+            "active_deadline_seconds": null, "termination_grace_period_seconds": 1,
+            "vm": {"vcpus": 1, "memory_mib": 128, "effective_cpu_millis": 0,
+                   "effective_memory_bytes": 0},
+            "volumes": [{"name": "conf", "source": {"hostPath": {
+                "path": file.display().to_string(), "path_type": "File"}}}],
+            "init_containers": [],
+            "containers": [{
+                "name": "a", "image": "busybox", "image_pull_policy": "IfNotPresent",
+                "argv": ["true"], "env": [], "working_dir": "", "user": "",
+                "mounts": [{"volume": "conf", "mount_path": "/conf", "read_only": false,
+                            "sub_path": ""}],
+                "ports": [], "stdin": false, "tty": false, "cpu_limit_millis": null,
+                "memory_limit_bytes": null, "cpu_request_millis": null,
+                "memory_request_bytes": null}]
+        }))
+        .unwrap()
+    }
+
+    /// A pod with a hostPath file: the bind mount is made in the run thread's private mount
+    /// namespace, the VMM (here a script that copies the shared file and exits) sees it, and
+    /// the host never does.
+    #[test]
+    fn a_host_file_mount_is_seen_by_the_vmm_and_never_by_the_host() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mount namespaces and bind mounts need root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().canonicalize().unwrap();
+        let file = base.join("app.conf");
+        fs::write(&file, b"v=1\n").unwrap();
+        let seen = base.join("seen");
+        let vmm = base.join("fake-vmm");
+        fs::write(
+            &vmm,
+            format!(
+                "#!/bin/sh\nwhile [ $# -gt 0 ]; do\n  case \"$2\" in hf0=*) d=\"${{2#hf0=}}\"; \
+                 cat \"$d/app.conf\" > {seen}; grep -c \" $d/app.conf \" /proc/self/mountinfo \
+                 >> {seen};; esac\n  shift\ndone\nexit 3\n",
+                seen = seen.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&vmm, fs::Permissions::from_mode(0o755)).unwrap();
+        let plan = plan_with_host_file(&file);
+        let host_paths = check_host_paths(&plan).unwrap();
+        assert!(volumes::needs_host_mounts(&host_paths));
+        let prepared = Prepared {
+            plan,
+            manifest: Manifest {
+                pod: pod_spec::model::Pod::default(),
+                text: String::new(),
+            },
+            image_roots: vec![base.join("rootfs")],
+            host_paths,
+        };
+        let opts = RunOptions {
+            root: base.join("root"),
+            assets: Assets {
+                vmm,
+                kernel: base.join("k"),
+                initrd: base.join("i"),
+            },
+            remove: false,
+            boot_timeout: Duration::from_secs(20),
+            poll_interval: Duration::from_millis(20),
+            stop_when_running: false,
+            extra_cmdline: None,
+            t0: Instant::now(),
+        };
+        let host_ns = fs::read_link("/proc/thread-self/ns/mnt").unwrap();
+        // A thread of its own: run_pod leaves its thread in the namespace.
+        let (r, run_ns) = thread::spawn(move || {
+            let (_tx, rx) = mpsc::channel();
+            let r = run_pod(prepared, &opts, &rx, &mut Quiet);
+            (r, fs::read_link("/proc/thread-self/ns/mnt").unwrap())
+        })
+        .join()
+        .unwrap();
+        let e = r.expect_err("the fake VMM exits during boot");
+        assert!(matches!(e, RunError::Crashed { .. }), "{e}");
+        assert_ne!(
+            run_ns, host_ns,
+            "the run thread had its own mount namespace"
+        );
+        assert_eq!(
+            fs::read_to_string(&seen).unwrap(),
+            "v=1\n1\n",
+            "the VMM saw the file through the bind mount"
+        );
+        let here = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!here.contains("/files/0/app.conf"), "{here}");
+        assert_eq!(fs::read(&file).unwrap(), b"v=1\n");
+    }
 }

@@ -92,6 +92,19 @@ pub enum HostAction {
     CreateFile,
 }
 
+impl HostAction {
+    /// Whether the hostPath is a file, shared through a bind mount made on the host.
+    pub fn is_file(self) -> bool {
+        matches!(self, HostAction::UseFile | HostAction::CreateFile)
+    }
+}
+
+/// Whether setting up these hostPaths makes host mounts (bind mounts of hostPath files), so
+/// the run needs a private mount namespace (see [`crate::mount_ns`]).
+pub fn needs_host_mounts(host_paths: &[HostPathCheck]) -> bool {
+    host_paths.iter().any(|c| c.action.is_file())
+}
+
 /// A checked hostPath volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPathCheck {
@@ -376,7 +389,7 @@ impl Layout {
             }
             HostAction::UseDir | HostAction::UseFile => {}
         }
-        if matches!(check.action, HostAction::CreateDir | HostAction::UseDir) {
+        if !check.action.is_file() {
             let guest = format!("{GUEST_HOSTPATH}/{i}");
             self.add_share(format!("hp{i}"), path.clone(), read_only, &guest);
             return Ok(guest);

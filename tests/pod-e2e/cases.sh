@@ -71,8 +71,22 @@ case_counter() { # the sidecar shows "0: <date>", "1: ...", "2: ..."; peapod log
     peapod_cmd logs logs counter -c count-log
     { grep -q '^0: ' "$c/logs.out" && grep -q '^1: ' "$c/logs.out"; } ||
         fail "peapod logs counter -c count-log: exit $cmd_rc, output '$(head -c 200 "$c/logs.out")'"
+    # logs -f follows the running pod (from the last line, --tail 1) and ends when the pod does.
+    last="$(grep -o '^[0-9]*' "$c/logs.out" | tail -n 1)"
+    timeout 90 "$peapod" logs counter -c count-log -f --tail 1 >"$c/follow.out" 2>"$c/follow.err" &
+    follow_pid=$!
+    want=$((last + 3))
+    wait_in "$c/follow.out" "peapod logs -f" 30 "$want: "
     sig INT
     expect_rc 130 60
+    wait "$follow_pid"
+    follow_rc=$?
+    [ "$follow_rc" = 0 ] || fail "peapod logs -f exited $follow_rc after the pod ended: $(head -c 300 "$c/follow.err")"
+    first="$(grep -o '^[0-9]*' "$c/follow.out" | head -n 1)"
+    [ "${first:-0}" -ge "$last" ] || fail "peapod logs -f --tail 1 began at line $first, before the last line ($last) when it started"
+    # Every line from the first on, in order, none missing.
+    grep -o '^[0-9]*' "$c/follow.out" | awk 'NR > 1 && $1 != prev + 1 { bad = 1 } { prev = $1 } END { exit bad }' ||
+        fail "peapod logs -f skipped or repeated lines: $(grep -o '^[0-9]*' "$c/follow.out" | tr '\n' ' ')"
 }
 
 case_hostpath() { # DirectoryOrCreate: /tmp/peapod-hostpath-demo (0755) gets hello.txt
@@ -298,6 +312,30 @@ case_vmm_killed() { # the VMM dies (SIGKILL): run exits 1 and cleans up (checked
     expect_rc 1 60
 }
 
+case_run_killed() { # SIGKILL of `peapod run` itself: the VMM dies with it, no host mount stays
+    rm -rf /tmp/pod-e2e-hostfile
+    mkdir -p /tmp/pod-e2e-hostfile
+    echo "hello from the host" >/tmp/pod-e2e-hostfile/greeting
+    start_pod "$pods/e2e-hostfile.yaml"
+    wait_out "[reader] host says: hello from the host" 150 || return
+    grep -q 'pod-e2e-hostfile' /proc/self/mountinfo &&
+        fail "the hostPath file's bind mount shows in the host's mount namespace"
+    kill -KILL "$run_pid"
+    end=$(($(secs) + 20))
+    while [ -n "$(vmm_pids)" ] && [ "$(secs)" -lt "$end" ]; do sleep 0.2; done
+    [ -z "$(vmm_pids)" ] || fail "the VMM outlived its SIGKILLed peapod run by 20 s"
+    wait_rc 20
+    st="$PEAPOD_ROOT/pods/default/e2e-hostfile"
+    [ -d "$st" ] || fail "the killed run's directory is gone (expected until the next run reclaims it)"
+    # run_case checks /proc/mounts against the snapshot; a second run reclaims the directory.
+    start_pod "$pods/e2e-hostfile.yaml"
+    wait_out "[reader] host says: hello from the host" 150 || return
+    sig INT
+    expect_rc 130 60
+    [ "$(cat /tmp/pod-e2e-hostfile/greeting)" = "hello from the host" ] || fail "the host file changed"
+    rm -rf /tmp/pod-e2e-hostfile
+}
+
 case_vmm_state_dump() { # SIGUSR1 to the VMM prints every thread and vCPU state; the pod goes on
     start_pod "$pods/e2e-sigterm.yaml"
     wait_out "[idle] started" 150 || return
@@ -345,7 +383,7 @@ case_bad_hostpath() {
 
 all_cases="bad-manifest bad-image bad-hostpath busy-pod-once busy-pod counter hostpath
 init-container two-containers twocontainers emptydir emptydir-restart sidecar init-prep localhost-http
-hostpath-create oom qos rootfs-1g four memory-emptydir subpath readonly sigint-twice sigterm vmm-killed vmm-state-dump"
+hostpath-create oom qos rootfs-1g four memory-emptydir subpath readonly sigint-twice sigterm vmm-killed run-killed vmm-state-dump"
 all_cases="$(echo "$all_cases" | tr '\n' ' ')"
 if [ -n "${PEAPOD_E2E_ONLY:-}" ]; then
     for n in $(echo "$PEAPOD_E2E_ONLY" | tr , ' '); do
