@@ -216,46 +216,25 @@ fn bad_input_is_reported() {
     let root = Root::new("errors");
     let pod = make_pod(&root, &[], &["app"]);
 
-    let out = run(&root, &["nope"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("pod default/nope not found"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = run(&root, &["p", "-c", "db"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("container db is not valid for pod p"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    // Usage errors are clap's (exit 2), like every other misused flag.
-    let out = run(&root, &["p", "-c", "app", "--all-containers"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("cannot be used with"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = run(&root, &["p", "--tail", "-5"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("-1 (all) or a count >= 0"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = run(&root, &["p", "--tail", "many"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("not a number"),
-        "{}",
-        text(&out.stderr)
-    );
+    // (arguments, exit code, what stderr must say). A missing pod or container is an error
+    // like `exec`'s (1); usage errors are clap's (2), like every other misused flag.
+    let cases: [(&[&str], i32, &str); 5] = [
+        (&["nope"], 1, "pod default/nope not found"),
+        (&["p", "-c", "db"], 1, "container db is not valid for pod p"),
+        (
+            &["p", "-c", "app", "--all-containers"],
+            2,
+            "cannot be used with",
+        ),
+        (&["p", "--tail", "-5"], 2, "-1 (all) or a count >= 0"),
+        (&["p", "--tail", "many"], 2, "not a number"),
+    ];
+    for (args, code, message) in cases {
+        let out = run(&root, args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
 
     drop(pod);
 }
