@@ -146,6 +146,7 @@ impl<S: Read + Write> ControlClient<S> {
 pub struct LogStream<S> {
     stream: S,
     ended: bool,
+    end_received: bool,
     /// Total records the agent reported as dropped for this reader.
     pub dropped: u64,
 }
@@ -157,11 +158,13 @@ impl<S: Read + Write> LogStream<S> {
         Ok(Self {
             stream,
             ended: false,
+            end_received: false,
             dropped: 0,
         })
     }
 
-    /// Next batch of records; `None` once the agent ended the stream.
+    /// Next batch of records; `None` once the stream ended: the agent sent `LogsEnd`, or the
+    /// connection closed at a frame boundary (see [`LogStream::end_received`]).
     pub fn next_batch(&mut self) -> Result<Option<Vec<LogRecord>>, ClientError> {
         while !self.ended {
             match read_frame(&mut self.stream) {
@@ -169,7 +172,11 @@ impl<S: Read + Write> LogStream<S> {
                 Ok(Message::LogsDropped { records }) => {
                     self.dropped = self.dropped.saturating_add(records)
                 }
-                Ok(Message::LogsEnd) | Err(FrameError::Closed) => self.ended = true,
+                Ok(Message::LogsEnd) => {
+                    self.ended = true;
+                    self.end_received = true;
+                }
+                Err(FrameError::Closed) => self.ended = true,
                 Ok(Message::Error { kind, message }) => {
                     return Err(ClientError::Agent { kind, message })
                 }
@@ -178,6 +185,13 @@ impl<S: Read + Write> LogStream<S> {
             }
         }
         Ok(None)
+    }
+
+    /// Whether the agent ended the stream with `LogsEnd`; `false` after a stream that was
+    /// cut off (the connection closed without it), which a resuming reader treats as a
+    /// dropped connection.
+    pub fn end_received(&self) -> bool {
+        self.end_received
     }
 
     /// The underlying stream (e.g. to set a read timeout).

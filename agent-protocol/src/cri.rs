@@ -43,6 +43,7 @@ mod tests {
         let mut out = Vec::new();
         format_record(
             &LogRecord {
+                seq: 1,
                 ts_ns: 1_500_000_000_123_456_789,
                 stream: StreamKind::Stdout,
                 partial: false,
@@ -52,6 +53,7 @@ mod tests {
         );
         format_record(
             &LogRecord {
+                seq: 1,
                 ts_ns: 0,
                 stream: StreamKind::Stderr,
                 partial: true,

@@ -151,7 +151,7 @@ pub fn encode_logs_frame<R: AsRef<LogRecord>>(records: &[R]) -> Result<Vec<u8>, 
     let cap = 16
         + records
             .iter()
-            .map(|r| r.as_ref().data.len() + 24)
+            .map(|r| r.as_ref().data.len() + 34)
             .sum::<usize>();
     let mut buf = Vec::with_capacity(cap);
     buf.extend_from_slice(&[0u8; 4]);
@@ -180,12 +180,14 @@ mod tests {
     fn borrowed_log_frames_match_owned_ones() {
         let recs = vec![
             LogRecord {
+                seq: 1,
                 ts_ns: 5,
                 stream: StreamKind::Stdout,
                 partial: false,
                 data: b"abc".to_vec(),
             },
             LogRecord {
+                seq: u64::MAX,
                 ts_ns: -1,
                 stream: StreamKind::Stderr,
                 partial: true,

@@ -17,7 +17,7 @@ pub use frame::{read_frame, read_preamble, write_frame, write_preamble, FrameErr
 pub use message::*;
 
 /// Protocol version; both ends must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Default vsock port of the agent.
 pub const DEFAULT_VSOCK_PORT: u32 = 1024;

@@ -35,8 +35,13 @@ pub struct LogsRequest {
     pub source: LogSource,
     /// Keep streaming new records (otherwise end after the buffered history).
     pub follow: bool,
-    /// Only the last N records of the history (all buffered records when `None`).
+    /// Only the last N records of the history (all buffered records when `None`); applies
+    /// after the `after_seq` filter.
     pub tail: Option<u32>,
+    /// Only records with `seq` greater than this (v4): a reader resuming after a dropped
+    /// connection passes the last `seq` it has. History older than the agent's ring is gone;
+    /// the agent then first reports the gap as `LogsDropped`.
+    pub after_seq: Option<u64>,
 }
 
 /// An exec request: runs `argv` inside a running container.
@@ -310,6 +315,9 @@ pub enum StreamKind {
 /// One log line (or a chunk of a long line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRecord {
+    /// Position in the container's log (v4): assigned by the agent, from 1, strictly
+    /// increasing per container across its restarts.
+    pub seq: u64,
     /// Receive time, ns since the epoch.
     pub ts_ns: i64,
     /// stdout or stderr.

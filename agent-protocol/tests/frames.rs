@@ -101,6 +101,7 @@ fn every_message() -> Vec<Message> {
             source: LogSource::Both,
             follow: true,
             tail: Some(10),
+            after_seq: Some(u64::MAX),
         })),
         Message::Hello(StreamTarget::Exec(exec_spec())),
         Message::HelloOk {
@@ -154,6 +155,7 @@ fn every_message() -> Vec<Message> {
             mem_available_bytes: 480 << 20,
         }),
         Message::Logs(vec![LogRecord {
+            seq: 1 << 40,
             ts_ns: 1_700_000_000_000_000_000,
             stream: StreamKind::Stderr,
             partial: true,
@@ -300,6 +302,7 @@ fn out_of_bounds_content_is_rejected() {
     });
     assert!(decode_payload(&encode_frame(&status).unwrap()[4..]).is_err());
     let logs = Message::Logs(vec![LogRecord {
+        seq: 1,
         ts_ns: 0,
         stream: StreamKind::Stdout,
         partial: false,

@@ -154,6 +154,7 @@ fn main() {
             source: LogSource::Stdout,
             follow: true,
             tail: None,
+            after_seq: None,
         },
     )
     .expect("logs");

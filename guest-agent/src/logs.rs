@@ -1,6 +1,8 @@
 //! Container logs: splits pipe output into timestamped records (partial lines and long lines
 //! become bounded `P` chunks), keeps a bounded ring per container for late readers and fans
-//! records out to attached readers through bounded queues.
+//! records out to attached readers through bounded queues. Every record gets its `seq` (its
+//! position in the container's log, from 1) when it enters the ring, so a reader whose
+//! connection dropped can resume after the last record it has (`after_seq`).
 //!
 //! Drop policy: a reader whose queue holds more than [`READER_QUEUE_BYTES`] (or
 //! [`READER_QUEUE_RECORDS`] records, which bounds empty lines) loses new records
@@ -51,6 +53,7 @@ impl LineSplitter {
 
     fn emit(&mut self, ts: i64, partial: bool, out: &mut Vec<LogRecord>) {
         out.push(LogRecord {
+            seq: 0, // assigned by `LogBuffer::publish`
             ts_ns: ts,
             stream: self.stream,
             partial,
@@ -115,7 +118,8 @@ struct ReaderState {
 pub enum ReaderItem {
     /// Records (at most `max` of them).
     Records(Vec<Arc<LogRecord>>),
-    /// Records were dropped since the last call.
+    /// Records were dropped since the last call (for a resuming reader at first: records
+    /// after its `after_seq` that had already left the ring).
     Dropped(u64),
     /// The log ended.
     End,
@@ -143,6 +147,11 @@ impl ReaderQueue {
     fn end(&self) {
         self.lock().ended = true;
         self.cv.notify_all();
+    }
+
+    fn add_dropped(&self, records: u64) {
+        let mut st = self.lock();
+        st.dropped = st.dropped.saturating_add(records);
     }
 
     /// Waits for records, up to `max_records` and about `max_bytes`.
@@ -190,6 +199,8 @@ struct Reader {
 struct BufState {
     ring: VecDeque<Arc<LogRecord>>,
     ring_bytes: usize,
+    /// `seq` of the last record published (0: none yet).
+    last_seq: u64,
     readers: Vec<Reader>,
     finished: bool,
 }
@@ -209,19 +220,33 @@ fn wants(source: LogSource, s: StreamKind) -> bool {
     )
 }
 
+impl BufState {
+    /// How many records after `after_seq` already left the ring.
+    fn gone_after(&self, after_seq: u64) -> u64 {
+        let oldest = match self.ring.front() {
+            Some(r) => r.seq,
+            None => self.last_seq.saturating_add(1),
+        };
+        oldest.saturating_sub(after_seq.saturating_add(1))
+    }
+}
+
 impl LogBuffer {
     fn lock(&self) -> MutexGuard<'_, BufState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds records to the ring and to every reader.
+    /// Adds records to the ring and to every reader, numbering them (`seq`).
     pub fn publish(&self, records: Vec<LogRecord>) {
         if records.is_empty() {
             return;
         }
         let mut st = self.lock();
         let mut touched = Vec::new();
-        for rec in records {
+        for mut rec in records {
+            // 2^64 records cannot be written in the lifetime of a pod: saturating is safe.
+            st.last_seq = st.last_seq.saturating_add(1);
+            rec.seq = st.last_seq;
             let rec = Arc::new(rec);
             for (i, r) in st.readers.iter().enumerate() {
                 if wants(r.source, rec.stream) {
@@ -246,17 +271,33 @@ impl LogBuffer {
         st.readers.retain(|r| Arc::strong_count(&r.queue) > 1);
     }
 
-    /// Attaches a reader: it gets the history (last `tail` records) then, when `follow`,
-    /// new records until the log is finished.
-    pub fn attach(&self, source: LogSource, tail: Option<u32>, follow: bool) -> Arc<ReaderQueue> {
+    /// Attaches a reader: it gets the history (records with `seq > after_seq`, of those the
+    /// last `tail`) then, when `follow`, new records until the log is finished. A reader
+    /// resuming after records that already left the ring first gets `Dropped(n)`, `n` the
+    /// records (of both streams) that are gone, unless `tail` cut the history anyway.
+    pub fn attach(
+        &self,
+        source: LogSource,
+        tail: Option<u32>,
+        follow: bool,
+        after_seq: Option<u64>,
+    ) -> Arc<ReaderQueue> {
         let mut st = self.lock();
         let q = Arc::new(ReaderQueue::default());
-        let history: Vec<&Arc<LogRecord>> =
-            st.ring.iter().filter(|r| wants(source, r.stream)).collect();
-        let skip = match tail {
-            Some(t) => history.len().saturating_sub(t as usize),
-            None => 0,
-        };
+        let after = after_seq.unwrap_or(0);
+        let history: Vec<&Arc<LogRecord>> = st
+            .ring
+            .iter()
+            .filter(|r| r.seq > after && wants(source, r.stream))
+            .collect();
+        let tail = tail.map(|t| usize::try_from(t).unwrap_or(usize::MAX));
+        let skip = tail.map_or(0, |t| history.len().saturating_sub(t));
+        // A gap before the oldest record only matters when the reader wanted older records.
+        let wanted_older = tail.is_none_or(|t| t > history.len());
+        let gone = after_seq.map_or(0, |a| st.gone_after(a));
+        if gone > 0 && wanted_older {
+            q.add_dropped(gone);
+        }
         for r in &history[skip..] {
             q.push(r);
         }
@@ -368,6 +409,7 @@ mod tests {
 
     fn rec(stream: StreamKind, data: &[u8]) -> LogRecord {
         LogRecord {
+            seq: 0,
             ts_ns: 0,
             stream,
             partial: false,
@@ -383,7 +425,7 @@ mod tests {
             rec(StreamKind::Stderr, b"2"),
             rec(StreamKind::Stdout, b"3"),
         ]);
-        let q = log.attach(LogSource::Stdout, Some(1), true);
+        let q = log.attach(LogSource::Stdout, Some(1), true, None);
         log.publish(vec![rec(StreamKind::Stdout, b"4")]);
         log.finish();
         let mut got = Vec::new();
@@ -395,7 +437,7 @@ mod tests {
             }
         }
         assert_eq!(got, vec![b"3".to_vec(), b"4".to_vec()]);
-        let all = log.attach(LogSource::Both, None, false);
+        let all = log.attach(LogSource::Both, None, false, None);
         match all.next(10, 1 << 20, Duration::ZERO) {
             ReaderItem::Records(r) => assert_eq!(r.len(), 4),
             other => panic!("{other:?}"),
@@ -407,7 +449,7 @@ mod tests {
         // A container printing only newlines makes zero-byte records: they must not grow the
         // ring or a slow reader's queue without bound.
         let log = LogBuffer::default();
-        let q = log.attach(LogSource::Both, None, true);
+        let q = log.attach(LogSource::Both, None, true, None);
         let n = RING_RECORDS.max(READER_QUEUE_RECORDS) + 10;
         for _ in 0..n / 1000 + 1 {
             log.publish((0..1000).map(|_| rec(StreamKind::Stdout, b"")).collect());
@@ -420,7 +462,7 @@ mod tests {
     #[test]
     fn slow_reader_drops_instead_of_blocking() {
         let log = LogBuffer::default();
-        let q = log.attach(LogSource::Both, None, true);
+        let q = log.attach(LogSource::Both, None, true, None);
         let big = vec![b'x'; MAX_LOG_CHUNK];
         let n = READER_QUEUE_BYTES / MAX_LOG_CHUNK + 10;
         for _ in 0..n {
@@ -432,5 +474,141 @@ mod tests {
         }
         // The ring stays bounded too.
         assert!(log.lock().ring_bytes <= RING_BYTES);
+    }
+
+    /// What a reader gets until the end (or, `until_idle`, until nothing is queued):
+    /// `Err(n)` for a drop report, `Ok(seq)` per record.
+    fn read_items(q: &ReaderQueue, until_idle: bool) -> Vec<Result<u64, u64>> {
+        let mut got = Vec::new();
+        loop {
+            match q.next(1000, 1 << 20, Duration::from_millis(10)) {
+                ReaderItem::Records(r) => got.extend(r.iter().map(|r| Ok(r.seq))),
+                ReaderItem::Dropped(n) => got.push(Err(n)),
+                ReaderItem::End => return got,
+                ReaderItem::Idle if until_idle => return got,
+                ReaderItem::Idle => panic!("idle reader: {got:?}"),
+            }
+        }
+    }
+
+    fn drain(q: &ReaderQueue) -> Vec<Result<u64, u64>> {
+        read_items(q, false)
+    }
+
+    fn oks(seqs: std::ops::RangeInclusive<u64>) -> Vec<Result<u64, u64>> {
+        seqs.map(Ok).collect()
+    }
+
+    #[test]
+    fn seq_numbers_records_per_container_across_restarts() {
+        let log = LogBuffer::default();
+        let mut out = Vec::new();
+        LineSplitter::new(StreamKind::Stdout).push(b"a\nb\n", 1, &mut out);
+        log.publish(out);
+        log.publish(vec![rec(StreamKind::Stderr, b"c")]);
+        // The container exits and is started again: the same log, the numbering goes on.
+        log.finish();
+        log.reopen();
+        log.publish(vec![
+            rec(StreamKind::Stdout, b"d"),
+            rec(StreamKind::Stdout, b"e"),
+        ]);
+        let q = log.attach(LogSource::Both, None, false, None);
+        let mut got = Vec::new();
+        while let ReaderItem::Records(r) = q.next(10, 1 << 20, Duration::ZERO) {
+            got.extend(r.iter().map(|r| (r.seq, r.data.clone())));
+        }
+        let want: Vec<(u64, Vec<u8>)> = [b"a", b"b", b"c", b"d", b"e"]
+            .iter()
+            .zip(1..)
+            .map(|(d, i)| (i, d.to_vec()))
+            .collect();
+        assert_eq!(got, want);
+        // Another container's log counts on its own.
+        let other = LogBuffer::default();
+        other.publish(vec![rec(StreamKind::Stdout, b"x")]);
+        assert_eq!(
+            drain(&other.attach(LogSource::Both, None, false, None)),
+            oks(1..=1)
+        );
+    }
+
+    #[test]
+    fn after_seq_skips_history_and_live_records_up_to_it() {
+        let log = LogBuffer::default();
+        log.publish(vec![
+            rec(StreamKind::Stdout, b"1"),
+            rec(StreamKind::Stderr, b"2"),
+            rec(StreamKind::Stdout, b"3"),
+            rec(StreamKind::Stderr, b"4"),
+        ]);
+        let q = log.attach(LogSource::Both, None, true, Some(2));
+        let q_out = log.attach(LogSource::Stdout, None, true, Some(1));
+        log.publish(vec![rec(StreamKind::Stdout, b"5")]);
+        log.finish();
+        assert_eq!(drain(&q), oks(3..=5));
+        assert_eq!(drain(&q_out), vec![Ok(3), Ok(5)]);
+        // Caught up, or ahead of the log: nothing, and no gap either.
+        assert_eq!(
+            drain(&log.attach(LogSource::Both, None, false, Some(5))),
+            vec![]
+        );
+        assert_eq!(
+            drain(&log.attach(LogSource::Both, None, false, Some(99))),
+            vec![]
+        );
+        // `Some(0)` is the whole log, like `None`.
+        assert_eq!(
+            drain(&log.attach(LogSource::Both, None, false, Some(0))),
+            oks(1..=5)
+        );
+    }
+
+    #[test]
+    fn tail_applies_after_the_after_seq_filter() {
+        let log = LogBuffer::default();
+        log.publish((0..10).map(|_| rec(StreamKind::Stdout, b"x")).collect());
+        let attach = |tail, after| drain(&log.attach(LogSource::Both, tail, false, after));
+        assert_eq!(attach(Some(2), Some(5)), oks(9..=10));
+        assert_eq!(attach(Some(10), Some(5)), oks(6..=10));
+        assert_eq!(attach(Some(3), Some(9)), oks(10..=10));
+        assert_eq!(attach(Some(0), Some(5)), vec![]);
+        assert_eq!(attach(Some(3), None), oks(8..=10));
+    }
+
+    #[test]
+    fn resuming_after_evicted_records_reports_the_gap_first() {
+        let log = LogBuffer::default();
+        let total = u64::try_from(RING_RECORDS).unwrap() + 10;
+        for _ in 0..total / 1000 + 1 {
+            log.publish((0..1000).map(|_| rec(StreamKind::Stdout, b"")).collect());
+        }
+        let last = (total / 1000 + 1) * 1000;
+        let oldest = log.lock().ring.front().unwrap().seq;
+        assert_eq!(oldest, last - u64::try_from(RING_RECORDS).unwrap() + 1);
+        // Records 4..oldest-1 are gone: the reader learns how many, then gets the rest.
+        let got = drain(&log.attach(LogSource::Both, None, false, Some(3)));
+        assert_eq!(got[0], Err(oldest - 4));
+        assert_eq!(got[1..], oks(oldest..=last)[..]);
+        // A following reader gets the gap before the history, then live records.
+        let q = log.attach(LogSource::Both, None, true, Some(oldest - 2));
+        let mut got = read_items(&q, true);
+        log.publish(vec![rec(StreamKind::Stdout, b"live")]);
+        log.finish();
+        got.extend(drain(&q));
+        assert_eq!(got[0], Err(1));
+        assert_eq!(got[1..], oks(oldest..=last + 1)[..]);
+        // The live record pushed the oldest one out.
+        let oldest = log.lock().ring.front().unwrap().seq;
+        // No gap: resuming right before the oldest record, no after_seq at all, or a tail
+        // that did not reach back to the gap.
+        for (tail, after) in [(None, Some(oldest - 1)), (None, None), (Some(5), Some(3))] {
+            let got = drain(&log.attach(LogSource::Both, tail, false, after));
+            assert!(got.iter().all(Result::is_ok), "{tail:?} {after:?}");
+        }
+        // A tail longer than what is left does reach back to the gap.
+        let len = u32::try_from(RING_RECORDS).unwrap() + 5;
+        let got = drain(&log.attach(LogSource::Both, Some(len), false, Some(3)));
+        assert_eq!(got[0], Err(oldest - 4));
     }
 }

@@ -218,7 +218,9 @@ impl Agent {
                 agent: AGENT_VERSION.into(),
             },
         )?;
-        let q = ctr.log.attach(req.source, req.tail, req.follow);
+        let q = ctr
+            .log
+            .attach(req.source, req.tail, req.follow, req.after_seq);
         loop {
             match q.next(MAX_LOG_RECORDS, MAX_FRAME_LEN / 2, Duration::from_secs(5)) {
                 ReaderItem::Records(r) => {

@@ -503,3 +503,67 @@ fn shared_process_namespace_shows_every_container() {
         "{out}"
     );
 }
+
+/// A log stream of container `app`: history after `after_seq`, of that the last `tail`.
+fn app_logs(
+    a: &Agent,
+    follow: bool,
+    tail: Option<u32>,
+    after_seq: Option<u64>,
+) -> LogStream<std::os::unix::net::UnixStream> {
+    let req = LogsRequest {
+        container: "app".into(),
+        source: LogSource::Both,
+        follow,
+        tail,
+        after_seq,
+    };
+    LogStream::new(a.conn(), req).unwrap()
+}
+
+/// `(seq, text)` of the records until `n` arrived or the stream ended.
+fn take_records(
+    ls: &mut LogStream<std::os::unix::net::UnixStream>,
+    n: usize,
+) -> Vec<(u64, String)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let Some(batch) = ls.next_batch().unwrap() else {
+            break;
+        };
+        got.extend(
+            batch
+                .into_iter()
+                .map(|r| (r.seq, String::from_utf8_lossy(&r.data).into_owned())),
+        );
+    }
+    got
+}
+
+#[test]
+fn log_streams_resume_after_the_last_seq() {
+    let a = Agent::start();
+    let script = "printf 'l1\\nl2\\nl3\\nl4\\nl5\\n'; \
+        while [ ! -e /tmp/go ]; do sleep 0.05; done; echo l6; exec sleep 1000";
+    let p = pod("resume", vec![a.container("app", script)]);
+    a.control().create_pod(&p).unwrap();
+    a.wait_log("app", "l5");
+    let lines = |r: std::ops::RangeInclusive<u64>| -> Vec<(u64, String)> {
+        r.map(|i| (i, format!("l{i}"))).collect()
+    };
+    // A follower gets every record, numbered from 1; then its connection drops.
+    let mut ls = app_logs(&a, true, None, None);
+    assert_eq!(take_records(&mut ls, 5), lines(1..=5));
+    drop(ls);
+    // History after a seq, and the tail of that.
+    let mut ls = app_logs(&a, false, None, Some(2));
+    assert_eq!(take_records(&mut ls, usize::MAX), lines(3..=5));
+    assert!(ls.end_received());
+    let mut ls = app_logs(&a, false, Some(1), Some(3));
+    assert_eq!(take_records(&mut ls, usize::MAX), lines(5..=5));
+    // The dropped follower resumes after the last record it had: only what is new.
+    let mut ls = app_logs(&a, true, None, Some(5));
+    assert_eq!(a.exec("app", &["touch", "/tmp/go"]).2, 0);
+    assert_eq!(take_records(&mut ls, 1), lines(6..=6));
+    assert_eq!(ls.dropped, 0);
+}

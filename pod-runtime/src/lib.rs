@@ -5,11 +5,12 @@
 //! initramfs; [`prepare`] resolves images and checks volumes before anything is created;
 //! [`state`] owns the pod's directory; [`volumes`] lays out shares and guest file systems;
 //! [`translate`] builds the agent's `PodSpec`; [`vm`] runs the VMM process; [`agent`] connects
-//! to the guest agent; [`logs`] follows container logs; [`run`] ties them together, in a
+//! to the guest agent and [`control`] keeps its control connection up; [`logs`] follows container logs; [`run`] ties them together, in a
 //! private mount namespace ([`mount_ns`]) when the pod makes host mounts.
 
 pub mod agent;
 pub mod assets;
+pub mod control;
 pub mod events;
 
 pub mod log_reader;

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use agent_protocol::{ContainerState, GuestInfo, PodPhase, PodStatus, StreamKind};
 use serde::Serialize;
 
-use crate::agent::{AgentAddr, AgentError};
+use crate::agent::{AgentAddr, AgentError, REQUEST_TIMEOUT};
 use crate::assets::Assets;
+use crate::control::Control;
 use crate::events::EventTracker;
 use crate::logs::{self, LogEvent};
 use crate::mount_ns::{self, MountNsError};
@@ -325,7 +326,7 @@ pub fn run_pod(
         };
         addr.wait_ready(opts.boot_timeout, &mut alive)
     };
-    let mut control = match ready {
+    let client = match ready {
         Ok(c) => c,
         Err(e) => {
             if let Some(sig) = interrupted {
@@ -350,6 +351,7 @@ pub fn run_pod(
             });
         }
     };
+    let mut control = Control::new(addr.clone(), REQUEST_TIMEOUT, client);
     tl.agent_ready = Some(opts.t0.elapsed());
     tl.kernel_entry = vm
         .setup_us()
@@ -358,7 +360,9 @@ pub fn run_pod(
     if let Ok(g) = control.guest_info() {
         tl.guest_agent_ready = Some(Duration::from_nanos(g.agent_ready_ns));
     }
-    control.create_pod(&spec).map_err(AgentError::from)?;
+    let created = control.create_pod(&spec);
+    control_notes(&mut control, out);
+    created?;
     let (tx, rx) = mpsc::channel();
     let mut followers: Vec<JoinHandle<()>> = Vec::new();
     for (name, file) in &log_files {
@@ -419,13 +423,15 @@ pub fn run_pod(
             continue;
         }
         last_poll = Instant::now();
-        let st = match control.status() {
+        let st = control.status();
+        control_notes(&mut control, out);
+        let st = match st {
             Ok(s) => s,
             Err(e) => {
                 if vm.try_wait()?.is_some() {
                     continue; // reported as a crash above
                 }
-                return Err(AgentError::from(e).into());
+                return Err(e.into());
             }
         };
         for e in tracker.update(&st) {
@@ -489,6 +495,13 @@ pub fn run_pod(
     })
 }
 
+/// Tells the user what happened to the agent's control connection.
+fn control_notes(control: &mut Control, out: &mut dyn Output) {
+    for note in control.take_notes() {
+        out.event(&note);
+    }
+}
+
 fn interrupted_result(sig: i32, timeline: Timeline) -> RunResult {
     RunResult {
         exit_code: u8::try_from(128 + sig).unwrap_or(1),
@@ -508,6 +521,9 @@ fn handle_log(ev: LogEvent, out: &mut dyn Output, open: &mut usize) {
         } => out.log_line(&container, stream, &text),
         LogEvent::Dropped { container, records } => out.event(&format!(
             "container {container}: {records} log records dropped (the host fell behind)"
+        )),
+        LogEvent::Reconnected { container, attempt } => out.event(&format!(
+            "container {container}: log stream reconnected (attempt {attempt})"
         )),
         LogEvent::End { container, error } => {
             *open = open.saturating_sub(1);

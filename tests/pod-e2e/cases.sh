@@ -3,15 +3,19 @@
 # tests/pod-e2e/run.sh where KVM works (inside the KVM test host: busybox sh, so POSIX sh only).
 # Environment (run.sh sets it): PEAPOD_E2E_BIN (peapod, launch), PEAPOD_VMM, PEAPOD_KERNEL,
 # PEAPOD_INITRD, PEAPOD_E2E_OUT (per-case files; default /tmp/pod-e2e-out), PEAPOD_E2E_ONLY
-# (comma-separated case names), PEAPOD_BUSYBOX (default /bin/busybox, static).
+# (comma-separated case names), PEAPOD_BUSYBOX (default /bin/busybox, static),
+# PEAPOD_E2E_REPEAT (run the selection N times: the stress loop).
 # Prints ok/FAIL per case (reasons, output, guest console tail and the VMM's state dump on
-# failure), then a summary with durations; a failed case runs again (PEAPOD_E2E_ATTEMPTS, default
-# 3 attempts in all), and the suite exits 1 when a case failed every attempt.
+# failure), then a summary with durations; a failed case runs again only on a known emulation
+# signature (PEAPOD_E2E_ATTEMPTS, default 3 attempts in all; `FLAKY <case>: <signature>`), and
+# the suite exits 1 when a case failed.
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 pods="$here/pods"
 # shellcheck source-path=SCRIPTDIR disable=SC2154 # c and cmd_rc are set by lib.sh
 . "$here/lib.sh"
+# shellcheck source=../lib/flake-signatures.sh
+. "$here/../lib/flake-signatures.sh"
 
 die() { echo "pod-e2e: error: $*" >&2; exit 2; }
 peapod="${PEAPOD_E2E_BIN:?set PEAPOD_E2E_BIN}/peapod"
@@ -393,32 +397,67 @@ fi
 
 t_start="$(now)"
 : >"$out/summary"
-# A failed case runs again, up to PEAPOD_E2E_ATTEMPTS (default 3) attempts in all: the
-# emulated test host crashes or stalls about 3 guest boots in 100 (tests/README.md, "Known
-# intermittent failures"). A case counts as failed only when every attempt fails; one that
-# passes on a later attempt is listed as flaky, with the earlier attempts' reports (and VMM
-# state dumps) above.
+# A failed case runs again (up to PEAPOD_E2E_ATTEMPTS attempts in all, default 3 in the test
+# host) only when its files show a known failure of the emulated test host
+# (tests/lib/flake-signatures.sh; tests/README.md, "Known intermittent failures"); each such
+# retry prints `FLAKY <case>: <signature>`. Any other failure is ours: no retry.
+# PEAPOD_E2E_REPEAT=N runs the selected cases N times in turn (the stress loop,
+# scripts/stress-pods.sh), one attempt each, and counts the failures by signature.
 attempts="${PEAPOD_E2E_ATTEMPTS:-3}"
 case "$attempts" in '' | *[!0-9]* | 0) die "PEAPOD_E2E_ATTEMPTS must be a positive number (got '$attempts')" ;; esac
-flaky=""
-for name in $all_cases; do
-    selected "$name" || continue
-    # (sh has no local variables: a name no case function uses)
-    case_attempt=1
-    until run_case "$name" "$case_attempt"; do
-        case_attempt=$((case_attempt + 1))
-        [ "$case_attempt" -le "$attempts" ] || break
+repeat="${PEAPOD_E2E_REPEAT:-1}"
+case "$repeat" in '' | *[!0-9]* | 0) die "PEAPOD_E2E_REPEAT must be a positive number (got '$repeat')" ;; esac
+[ "$repeat" = 1 ] || attempts=1
+flaky_count=0 unclassified=0 round=1
+: >"$out/flaky"
+# case_signature DIR: the emulation signature of a failed case's files, or nothing.
+case_signature() {
+    sig_="$(flake_signature "$1/console.log" "$1/vmm.log")"
+    [ -n "$sig_" ] || sig_="$(flake_boot_stall "$1/console.log" "$1/stderr")"
+    echo "$sig_"
+}
+while [ "$round" -le "$repeat" ]; do
+    [ "$repeat" = 1 ] || echo "=== round $round of $repeat"
+    for name in $all_cases; do
+        selected "$name" || continue
+        # (sh has no local variables: names no case function uses)
+        case_attempt=1
+        case_ok=0
+        while :; do
+            if run_case "$name" "$case_attempt"; then
+                case_ok=1
+                break
+            fi
+            dir_="$out/$name"
+            [ "$case_attempt" = 1 ] || dir_="$out/$name.$case_attempt"
+            sig="$(case_signature "$dir_")"
+            if [ "$repeat" != 1 ]; then
+                mv "$dir_" "$out/$name.round$round"
+                dir_="$out/$name.round$round"
+            fi
+            if [ -z "$sig" ]; then
+                unclassified=$((unclassified + 1))
+                echo "UNCLASSIFIED $name: not a known emulation failure (files: $dir_)"
+                echo "UNCLASSIFIED $name (files: $dir_)" >>"$out/flaky"
+                break
+            fi
+            flaky_count=$((flaky_count + 1))
+            echo "FLAKY $name: $sig"
+            echo "FLAKY $name: $sig (files: $dir_)" >>"$out/flaky"
+            case_attempt=$((case_attempt + 1))
+            [ "$case_attempt" -le "$attempts" ] || break
+        done
+        if [ "$case_ok" = 1 ]; then
+            passed=$((passed + 1))
+        else
+            failed=$((failed + 1))
+        fi
     done
-    if [ "$case_attempt" -gt "$attempts" ]; then
-        failed=$((failed + 1))
-    else
-        passed=$((passed + 1))
-        [ "$case_attempt" = 1 ] || flaky="$flaky $name(attempt $case_attempt)"
-    fi
+    round=$((round + 1))
 done
 total="$(awk -v a="$t_start" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }')"
 echo
-echo "pod-e2e summary ($passed passed, $failed failed, ${total}s):"
+echo "pod-e2e summary ($passed passed, $failed failed, ${total}s; FLAKY $flaky_count, UNCLASSIFIED $unclassified):"
 cat "$out/summary"
-[ -z "$flaky" ] || echo "flaky (failed, then passed on a later attempt):$flaky"
+[ ! -s "$out/flaky" ] || cat "$out/flaky"
 [ "$failed" = 0 ]

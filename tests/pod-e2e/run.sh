@@ -26,9 +26,9 @@ export PEAPOD_E2E_BIN="$bin" PEAPOD_VMM="$bin/peapod-vmm" PEAPOD_KERNEL="$vmlinu
     PEAPOD_INITRD="$initrd" PEAPOD_E2E_OUT="$out"
 # shellcheck source=../lib/kvm-env.sh
 source "$repo/tests/lib/kvm-env.sh"
-# Each failed case runs again up to 3 attempts in all inside the emulated test host, where
-# guest boots fail now and then for reasons of the emulation (tests/README.md); on hardware KVM
-# a case gets one attempt.
+# Inside the emulated test host, a failed case runs again (up to 3 attempts in all) when its
+# files show a known failure of the emulation (tests/lib/flake-signatures.sh); on hardware KVM a
+# case gets one attempt.
 if [[ "$(kvm_env_mode)" == direct ]]; then
     export PEAPOD_E2E_ATTEMPTS="${PEAPOD_E2E_ATTEMPTS:-1}"
 else
@@ -37,5 +37,9 @@ fi
 t1=$SECONDS
 status=0
 kvm_env_run --timeout "${PEAPOD_E2E_TIMEOUT:-1800}" -- sh "$here/cases.sh" || status=$?
+# FLAKY lines (a case retried on a known emulation signature) go to the caller's collection.
+if [[ -n "${E2E_FLAKY_LOG:-}" && -s "$out/flaky" ]]; then
+    grep '^FLAKY ' "$out/flaky" >>"$E2E_FLAKY_LOG" || true
+fi
 log "cases took $((SECONDS - t1))s (mode $(kvm_env_mode)), $((SECONDS - t0))s in all; exit status $status"
 exit "$status"

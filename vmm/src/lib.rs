@@ -13,6 +13,7 @@ pub mod devices;
 pub mod diagnostics;
 pub mod exit;
 pub mod host_check;
+pub mod logging;
 pub mod memory;
 pub mod signals;
 pub mod vcpu;

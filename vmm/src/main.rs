@@ -21,8 +21,10 @@ Exit status:
   130  stopped by SIGINT
   143  stopped by SIGTERM
 
-Signals: SIGUSR1 while the guest runs prints a state dump to stderr (threads, and each vCPU's
-registers, pending events and LAPIC timer); the VM goes on.
+Signals: SIGUSR1 while the guest runs prints a state dump to stderr (threads, device counters,
+and each vCPU's registers, pending events and LAPIC timer); the VM goes on.
+
+A panic in any VMM thread aborts the process (SIGABRT) after printing where it happened.
 
 Environment:
   PEAPOD_VMM_TIMING=1  print `peapod-vmm: timing setup_us=N` to stderr, N being the
@@ -84,6 +86,9 @@ struct Cli {
     /// there: only for measuring host-side setup cost).
     #[arg(long)]
     allow_pvm: bool,
+    /// Least severe log messages written to stderr: off, error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value_t = vmm::logging::DEFAULT_LEVEL)]
+    log_level: log::LevelFilter,
 }
 
 impl Cli {
@@ -178,6 +183,8 @@ fn main() -> ExitCode {
             };
         }
     };
+    vmm::logging::init(cli.log_level, start);
+    vmm::logging::abort_on_panic();
     let check = HostCheck {
         allow_pvm: cli.allow_pvm,
         ..HostCheck::default()

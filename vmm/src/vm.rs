@@ -27,6 +27,7 @@ use crate::exit::VmExit;
 use crate::memory::{create_guest_ram, GuestRam, MemoryError};
 use crate::signals::{HostSignals, SignalError};
 use crate::vcpu::{install_kick_handler, ExitNotifier, VcpuContext, VcpuError, VcpuHandle};
+use crate::virtio::counters::Counters;
 use crate::virtio::mmio::{MmioError, MmioTransport};
 use crate::virtio::VirtioDevice;
 
@@ -116,6 +117,7 @@ pub struct Vm {
     serial: Arc<Mutex<SerialDevice>>,
     console_input: Option<File>,
     virtio: Vec<Arc<Mutex<MmioTransport>>>,
+    counters: Vec<Arc<Counters>>,
     irq_evts: Vec<(EventFd, u32)>,
     cmdline: String,
     timing_start: Option<Instant>,
@@ -176,6 +178,7 @@ impl Vm {
         for fs in &config.vhost_user_fs {
             devices.push(crate::virtio_devices::vhost_user_fs(fs)?);
         }
+        let counters: Vec<Arc<Counters>> = devices.iter().filter_map(|d| d.counters()).collect();
         let mut virtio = Vec::new();
         let mut params = Vec::new();
         for (index, device) in devices.into_iter().enumerate() {
@@ -256,6 +259,7 @@ impl Vm {
                 None
             },
             virtio,
+            counters,
             irq_evts,
             cmdline,
             timing_start: config.timing.then_some(start),
@@ -305,6 +309,7 @@ impl Vm {
                 exit: self.exit.as_ref(),
                 reset_evt: &self.reset_evt,
                 vcpus: &handles,
+                counters: &self.counters,
                 serial: &self.serial,
                 input: self.console_input.take(),
                 halt_detection: self.halt_detection,
@@ -358,6 +363,7 @@ struct Watched<'a> {
     exit: &'a ExitNotifier,
     reset_evt: &'a EventFd,
     vcpus: &'a [VcpuHandle],
+    counters: &'a [Arc<Counters>],
     serial: &'a Mutex<SerialDevice>,
     /// The VMM's stdin (unbuffered), fed to the guest's serial port, until end of file.
     input: Option<File>,
@@ -403,7 +409,7 @@ fn wait_for_exit(mut w: Watched<'_>) -> Result<VmExit, VmError> {
         }
         if fds[2].revents != 0 {
             match w.signals.read()? {
-                Some(libc::SIGUSR1) => crate::diagnostics::dump_state(w.vcpus),
+                Some(libc::SIGUSR1) => crate::diagnostics::dump_state(w.vcpus, w.counters),
                 Some(sig) => return Ok(VmExit::Signal(sig)),
                 None => {}
             }

@@ -139,6 +139,7 @@ impl Agent {
                 source: LogSource::Both,
                 follow: false,
                 tail: None,
+                after_seq: None,
             },
         )
         .unwrap();

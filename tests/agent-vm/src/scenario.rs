@@ -214,6 +214,7 @@ pub fn follow_log_until(s: &Settings, container: &str, needle: &str) -> Result<S
         source: LogSource::Both,
         follow: true,
         tail: None,
+        after_seq: None,
     };
     let mut ls = LogStream::new(conn(s)?, req).context("open log stream")?;
     let mut text = String::new();
@@ -419,6 +420,7 @@ fn read_log(s: &Settings, container: &str) -> Result<String> {
         source: LogSource::Both,
         follow: false,
         tail: None,
+        after_seq: None,
     };
     let mut ls = LogStream::new(conn(s)?, req)?;
     let mut text = String::new();

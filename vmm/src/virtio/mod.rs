@@ -6,6 +6,7 @@
 //!
 //! References are to the virtio specification v1.2 ("spec §x.y").
 
+pub mod counters;
 pub mod event_loop;
 pub mod fs;
 pub mod interrupt;
@@ -15,6 +16,7 @@ pub(crate) mod test_driver;
 pub mod vhost_user_fs;
 pub mod vsock;
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use log::warn;
@@ -123,6 +125,11 @@ pub trait VirtioDevice: Send {
 
     /// Whether the device is currently activated.
     fn is_activated(&self) -> bool;
+
+    /// The device's counters, if it keeps any (the SIGUSR1 state dump prints them).
+    fn counters(&self) -> Option<Arc<counters::Counters>> {
+        None
+    }
 }
 
 /// What every device of this VMM keeps the same way: its type and queue sizes, the feature
@@ -210,6 +217,11 @@ pub trait DeviceParts: Send {
     /// Stops the work on the queues and drops what `start` was given; does nothing when not
     /// started.
     fn stop(&mut self);
+
+    /// The device's counters, if it keeps any.
+    fn counters(&self) -> Option<Arc<counters::Counters>> {
+        None
+    }
 }
 
 impl<T: DeviceParts> VirtioDevice for T {
@@ -278,6 +290,10 @@ impl<T: DeviceParts> VirtioDevice for T {
 
     fn is_activated(&self) -> bool {
         self.state().activated
+    }
+
+    fn counters(&self) -> Option<Arc<counters::Counters>> {
+        DeviceParts::counters(self)
     }
 }
 

@@ -9,12 +9,13 @@ use std::num::Wrapping;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
-use log::{debug, warn};
+use log::debug;
 use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::{Bytes, VolatileMemoryError, VolatileSlice};
 
 use super::defs::{op, shutdown, HOST_CID, MAX_PKT_DATA, TYPE_STREAM};
+use super::stats;
 
 /// Errors of one connection; any of them ends the connection with a RST.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,19 @@ pub enum ConnError {
     /// The packet carried an invalid header for the rx buffer.
     #[error("failed to write the packet header: {0}")]
     Header(String),
+}
+
+impl ConnError {
+    /// The counter ([`super::stats`]) of connections reset for this reason.
+    pub fn reset_counter(&self) -> usize {
+        match self {
+            ConnError::CreditOverrun { .. } => stats::RESET_CREDIT_OVERRUN,
+            ConnError::HostIo(_) => stats::RESET_HOST_IO,
+            ConnError::GuestMemory(_) => stats::RESET_GUEST_MEMORY,
+            ConnError::UnexpectedOp { .. } => stats::RESET_UNEXPECTED_OP,
+            ConnError::Header(_) => stats::RESET_HEADER,
+        }
+    }
 }
 
 /// Identifies a connection: the host-side port and the guest-side port (the guest CID is fixed).
@@ -403,8 +417,7 @@ impl Connection {
     /// The host socket became writable: flushes buffered guest data.
     pub fn on_host_writable(&mut self) -> Result<(), ConnError> {
         self.flush_tx_buf()?;
-        self.after_forward();
-        Ok(())
+        self.after_forward()
     }
 
     /// Applies the credit information every guest packet carries (spec §5.10.6.3).
@@ -494,8 +507,7 @@ impl Connection {
             self.tx_buf.extend(chunk);
         }
         self.fwd_cnt += Wrapping(written as u32);
-        self.after_forward();
-        Ok(())
+        self.after_forward()
     }
 
     /// Writes as much of `tx_buf` as the host socket takes.
@@ -524,18 +536,15 @@ impl Connection {
 
     /// After guest data reached the host: shuts the host write half if the guest asked for it,
     /// and refreshes the guest's credit once enough was forwarded.
-    fn after_forward(&mut self) {
+    fn after_forward(&mut self) -> Result<(), ConnError> {
         if self.tx_buf.is_empty() {
-            if let Err(e) = self.apply_guest_shutdown() {
-                warn!("vsock: {:?}: {e}", self.key);
-                self.kill();
-                return;
-            }
+            self.apply_guest_shutdown()?;
         }
         let threshold = (self.buf_alloc / 4).max(1);
         if (self.fwd_cnt - self.last_fwd_cnt_to_peer).0 >= threshold {
             self.pending |= pending::CREDIT_UPDATE;
         }
+        Ok(())
     }
 
     /// Acts on the SHUTDOWN flags the guest sent, once buffered data is flushed.

@@ -12,12 +12,14 @@
 pub mod connection;
 pub mod defs;
 pub mod muxer;
+pub mod stats;
 pub mod table;
 
 use std::io::ErrorKind;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use vmm_sys_util::epoll::Epoll;
@@ -26,6 +28,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use self::defs::{MAX_GUEST_CID_EXCLUSIVE, MIN_GUEST_CID, NUM_QUEUES, QUEUE_SIZE};
 use self::muxer::Muxer;
 use self::table::ConnTable;
+use super::counters::Counters;
 use super::{
     ActivateError, Activation, DeviceParts, DeviceState, WorkerThread, TYPE_VSOCK,
     VIRTIO_F_VERSION_1,
@@ -110,6 +113,7 @@ pub struct Vsock {
     listener: Option<UnixListener>,
     control_evt: EventFd,
     worker: Option<WorkerThread<UnixListener>>,
+    counters: Arc<Counters>,
 }
 
 impl Vsock {
@@ -146,6 +150,7 @@ impl Vsock {
             listener: Some(listener),
             control_evt,
             worker: None,
+            counters: Counters::new(format!("vsock-{guest_cid}"), stats::NAMES),
         })
     }
 
@@ -200,6 +205,7 @@ impl DeviceParts for Vsock {
             self.limits,
             listener,
             epoll,
+            self.counters.clone(),
         );
         // If the thread cannot start, the listener is lost with the table; the next activation
         // binds the socket again.
@@ -229,6 +235,10 @@ impl DeviceParts for Vsock {
 
     fn state(&self) -> &DeviceState {
         &self.state
+    }
+
+    fn counters(&self) -> Option<Arc<Counters>> {
+        Some(self.counters.clone())
     }
 
     fn state_mut(&mut self) -> &mut DeviceState {

@@ -8,13 +8,14 @@ use std::time::Instant;
 
 use log::{debug, error, warn};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use virtio_vsock::packet::VsockPacket;
+use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
 use vm_memory::{Bytes, GuestMemoryMmap};
 use vmm_sys_util::epoll::EpollEvent;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::connection::Header;
 use super::defs::{EVENT_TRANSPORT_RESET, EVQ, MAX_PKT_DATA, NUM_QUEUES, RXQ, TXQ};
+use super::stats;
 use super::table::{ConnTable, Fill};
 use crate::virtio::event_loop::{self, add_input, drain, EventLoopError};
 use crate::virtio::Interrupt;
@@ -159,9 +160,15 @@ impl Muxer {
             match VsockPacket::from_tx_virtq_chain(&self.mem, &mut chain, MAX_PKT_DATA) {
                 Ok(pkt) => {
                     let hdr = Header::from_packet(&pkt);
+                    let counters = self.table.counters();
+                    counters.inc(stats::TX_PACKETS);
+                    counters.add(stats::TX_BYTES, u64::from(hdr.len));
                     self.table.handle_guest_packet(&hdr, pkt.data_slice());
                 }
-                Err(e) => warn!("vsock: dropping malformed tx packet: {e}"),
+                Err(e) => {
+                    warn!("vsock: dropping malformed tx packet: {e}");
+                    self.table.counters().inc(stats::MALFORMED_TX);
+                }
             }
             add_used(&mut self.queues[TXQ], &self.mem, head, 0);
             self.used[TXQ] = true;
@@ -185,11 +192,17 @@ impl Muxer {
                 Ok(mut pkt) => self.table.fill_rx(&mut pkt, now),
                 Err(e) => {
                     warn!("vsock: skipping malformed rx buffer: {e}");
+                    self.table.counters().inc(stats::MALFORMED_RX);
                     Fill::Used(0)
                 }
             };
             match fill {
                 Fill::Used(len) => {
+                    if let Some(payload) = len.checked_sub(PKT_HEADER_SIZE as u32) {
+                        let counters = self.table.counters();
+                        counters.inc(stats::RX_PACKETS);
+                        counters.add(stats::RX_BYTES, u64::from(payload));
+                    }
                     add_used(&mut self.queues[RXQ], &self.mem, head, len);
                     self.used[RXQ] = true;
                 }

@@ -9,6 +9,7 @@ use std::io::{self, ErrorKind, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::{debug, warn};
@@ -17,9 +18,10 @@ use vm_memory::bitmap::BitmapSlice;
 use vm_memory::VolatileSlice;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use super::connection::{ConnKey, Connection, Header, TxOutcome};
+use super::connection::{ConnError, ConnKey, Connection, Header, TxOutcome};
 use super::defs::{op, HOST_CID, TYPE_STREAM};
-use super::VsockLimits;
+use super::{stats, VsockLimits};
+use crate::virtio::counters::Counters;
 
 /// Longest `CONNECT <port>\n` line accepted from a host client.
 const MAX_CONNECT_LINE: usize = 32;
@@ -85,16 +87,19 @@ pub struct ConnTable {
     queued_rsts: usize,
     next_token: u64,
     next_local_port: u32,
+    counters: Arc<Counters>,
 }
 
 impl ConnTable {
-    /// A table serving `listener` (bound at `uds_path`), with its sockets in `epoll`.
+    /// A table serving `listener` (bound at `uds_path`), with its sockets in `epoll`; what
+    /// happens is counted in `counters` (names: [`stats::NAMES`]).
     pub fn new(
         guest_cid: u64,
         uds_path: PathBuf,
         limits: VsockLimits,
         listener: UnixListener,
         epoll: Epoll,
+        counters: Arc<Counters>,
     ) -> Self {
         ConnTable {
             guest_cid,
@@ -110,7 +115,32 @@ impl ConnTable {
             queued_rsts: 0,
             next_token: FIRST_SOCKET_TOKEN,
             next_local_port: FIRST_LOCAL_PORT,
+            counters,
         }
+    }
+
+    /// The table's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Resets connection `key` because of `e`: logged, counted by reason, and a RST queued for
+    /// the guest (the host socket is shut down).
+    fn reset(&mut self, key: ConnKey, e: &ConnError) {
+        self.reset_for(key, e.reset_counter(), format_args!("{e}"));
+    }
+
+    fn reset_for(&mut self, key: ConnKey, counter: usize, why: std::fmt::Arguments<'_>) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        warn!(
+            "vsock: connection {key:?} in state {:?}: {why}; resetting it",
+            conn.state()
+        );
+        self.counters.inc(counter);
+        conn.kill();
+        self.mark(key);
     }
 
     /// The epoll instance the table's sockets are registered with.
@@ -157,6 +187,7 @@ impl ConnTable {
                 "vsock: dropping packet from cid {} to cid {} (guest cid is {})",
                 hdr.src_cid, hdr.dst_cid, self.guest_cid
             );
+            self.counters.inc(stats::DROPPED_WRONG_CID);
             return;
         }
         let key = ConnKey {
@@ -181,12 +212,15 @@ impl ConnTable {
         };
         match conn.handle_tx(hdr, data) {
             Ok(TxOutcome::Ok) => self.mark(key),
-            Ok(TxOutcome::Remove) => self.remove_conn(key),
-            Err(e) => {
-                warn!("vsock: connection {key:?}: {e}; resetting it");
-                conn.kill();
-                self.mark(key);
+            Ok(TxOutcome::Remove) => {
+                debug!(
+                    "vsock: connection {key:?} reset by the guest in state {:?}",
+                    conn.state()
+                );
+                self.counters.inc(stats::GUEST_RST);
+                self.remove_conn(key);
             }
+            Err(e) => self.reset(key, &e),
         }
     }
 
@@ -195,8 +229,10 @@ impl ConnTable {
     fn queue_rst(&mut self, key: ConnKey) {
         if self.queued_rsts >= self.limits.max_queued_rsts {
             debug!("vsock: rst queue full, not answering {key:?}");
+            self.counters.inc(stats::RST_QUEUE_FULL);
             return;
         }
+        self.counters.inc(stats::RST_UNKNOWN);
         self.queued_rsts += 1;
         self.rx_work.push_back(RxItem::Rst(key));
     }
@@ -206,6 +242,7 @@ impl ConnTable {
     fn connect_to_host(&mut self, key: ConnKey, hdr: &Header) {
         if self.conns.len() >= self.limits.max_connections {
             warn!("vsock: connection limit reached, refusing guest request {key:?}");
+            self.counters.inc(stats::REFUSED_LIMIT);
             self.queue_rst(key);
             return;
         }
@@ -223,10 +260,12 @@ impl ConnTable {
                 );
                 self.conns.insert(key, conn);
                 self.targets.insert(token, Target::Conn(key));
+                self.counters.inc(stats::OPENED_BY_GUEST);
                 self.mark(key);
             }
             Err(e) => {
                 debug!("vsock: guest connect to {} failed: {e}", path.display());
+                self.counters.inc(stats::GUEST_CONNECT_FAILED);
                 self.queue_rst(key);
             }
         }
@@ -249,6 +288,7 @@ impl ConnTable {
                 || self.conns.len() >= self.limits.max_connections
             {
                 warn!("vsock: too many host connections, closing a new one");
+                self.counters.inc(stats::HOST_CLIENT_DROPPED);
                 continue;
             }
             if let Err(e) = stream.set_nonblocking(true) {
@@ -285,16 +325,18 @@ impl ConnTable {
                 if events.contains(EventSet::IN) {
                     conn.on_host_readable();
                 }
-                if events.contains(EventSet::OUT) {
-                    if let Err(e) = conn.on_host_writable() {
-                        warn!("vsock: connection {key:?}: {e}; resetting it");
-                        conn.kill();
-                    }
-                }
+                let written = if events.contains(EventSet::OUT) {
+                    conn.on_host_writable()
+                } else {
+                    Ok(())
+                };
                 if events.intersects(EventSet::HANG_UP | EventSet::ERROR) {
                     conn.on_host_hangup(now, self.limits.connect_timeout);
                 }
-                self.mark(key);
+                match written {
+                    Ok(()) => self.mark(key),
+                    Err(e) => self.reset(key, &e),
+                }
             }
             None => debug!("vsock: event for stale token {token}"),
         }
@@ -332,14 +374,17 @@ impl ConnTable {
         };
         let Some(peer_port) = port else {
             debug!("vsock: host client sent no valid CONNECT line");
+            self.counters.inc(stats::HOST_CLIENT_DROPPED);
             return;
         };
         if self.conns.len() >= self.limits.max_connections {
             warn!("vsock: connection limit reached, refusing host connect to port {peer_port}");
+            self.counters.inc(stats::REFUSED_LIMIT);
             return;
         }
         let Some(local_port) = self.alloc_local_port(peer_port) else {
             warn!("vsock: no free host port for a connection to guest port {peer_port}");
+            self.counters.inc(stats::REFUSED_LIMIT);
             return;
         };
         let key = ConnKey {
@@ -358,6 +403,7 @@ impl ConnTable {
         );
         self.conns.insert(key, conn);
         self.targets.insert(token, Target::Conn(key));
+        self.counters.inc(stats::OPENED_BY_HOST);
         self.mark(key);
     }
 
@@ -436,6 +482,7 @@ impl ConnTable {
             .collect();
         for token in expired {
             debug!("vsock: host client sent no CONNECT line in time");
+            self.counters.inc(stats::HOST_CLIENT_DROPPED);
             self.drop_pending_host(token);
         }
         let expired: Vec<ConnKey> = self
@@ -445,14 +492,11 @@ impl ConnTable {
             .map(Connection::key)
             .collect();
         for key in expired {
-            if let Some(conn) = self.conns.get_mut(&key) {
-                warn!(
-                    "vsock: connection {key:?} timed out in state {:?}",
-                    conn.state()
-                );
-                conn.kill();
-            }
-            self.mark(key);
+            self.reset_for(
+                key,
+                stats::RESET_TIMEOUT,
+                format_args!("the guest did not answer in time"),
+            );
         }
     }
 
@@ -511,10 +555,8 @@ impl ConnTable {
                     }
                 },
                 Err(e) => {
-                    warn!("vsock: connection {key:?}: {e}; resetting it");
-                    conn.kill();
                     self.registered.remove(&token);
-                    self.mark(key);
+                    self.reset_for(key, stats::RESET_EPOLL, format_args!("{e}"));
                 }
             }
         }
@@ -587,8 +629,7 @@ impl ConnTable {
                     Ok(None) if conn.has_pending_rx() => return Fill::Used(0),
                     Ok(None) => Fill::Unused,
                     Err(e) => {
-                        warn!("vsock: connection {key:?}: {e}; resetting it");
-                        conn.kill();
+                        self.reset(key, &e);
                         return Fill::Used(0);
                     }
                 };
@@ -604,6 +645,7 @@ impl ConnTable {
     /// Drops every connection and host client (transport reset, spec §5.10.6.8): the guest
     /// resets its sockets itself when it gets the reset event.
     pub fn reset_all(&mut self) {
+        self.counters.inc(stats::TRANSPORT_RESETS);
         let keys: Vec<ConnKey> = self.conns.keys().copied().collect();
         for key in keys {
             self.remove_conn(key);
