@@ -13,6 +13,8 @@ cases="${2:-two-containers,oom}"
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "stress-pods: ROUNDS must be a positive number" >&2; exit 2; }
 ncases=$(($(tr -cd , <<<"$cases" | wc -c) + 1))
 export PEAPOD_E2E_ONLY="$cases" PEAPOD_E2E_REPEAT="$rounds"
+# The VMMs log every connection they open, close or reset (their vmm.log).
+export PEAPOD_VMM_LOG="${PEAPOD_VMM_LOG:-debug}"
 # About 60 s per pod at worst in the test host, plus its boot.
 export PEAPOD_E2E_TIMEOUT=$((rounds * ncases * 60 + 300))
 export PEAPOD_KVM_HOST_TIMEOUT=$((PEAPOD_E2E_TIMEOUT + 600))

@@ -33,6 +33,22 @@ pub enum AgentError {
     Io(#[from] std::io::Error),
 }
 
+impl AgentError {
+    /// Whether connecting failed because the VMM's socket is gone or closed (the VMM removes it
+    /// when it exits; after a SIGKILL nothing accepts on it): the VM stopped, and trying again
+    /// cannot help.
+    pub fn vmm_gone(&self) -> bool {
+        matches!(
+            self,
+            AgentError::Vsock(HybridVsockError::Connect { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                )
+        )
+    }
+}
+
 /// The way to the agent of one pod.
 #[derive(Debug, Clone)]
 pub struct AgentAddr {

@@ -130,7 +130,7 @@ impl Control {
                     }
                     Err(e) => {
                         failures += 1;
-                        if failures >= RECONNECT_ATTEMPTS {
+                        if failures >= RECONNECT_ATTEMPTS || e.vmm_gone() {
                             return Err(e);
                         }
                         self.notes.push(format!(

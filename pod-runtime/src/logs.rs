@@ -217,7 +217,14 @@ impl Follower<'_> {
             if progress || since.elapsed() >= HEALTHY_STREAM {
                 failures = 0;
             }
-            stream = self.reconnect(&mut failures, error)?;
+            match self.reconnect(&mut failures, error)? {
+                Some(s) => stream = s,
+                // The VM is gone: the stream ended with it, and what arrived is kept.
+                None => {
+                    self.flush_rest();
+                    return Ok(());
+                }
+            }
         }
     }
 
@@ -233,12 +240,13 @@ impl Follower<'_> {
     }
 
     /// Reconnects after a drop (`error`), [`RECONNECT_DELAY`] apart, while fewer than
-    /// [`RECONNECT_ATTEMPTS`] consecutive attempts failed.
+    /// [`RECONNECT_ATTEMPTS`] consecutive attempts failed; `None` when the VMM's socket is
+    /// gone (the VM stopped: nothing to resume).
     fn reconnect(
         &mut self,
         failures: &mut u32,
         error: String,
-    ) -> Result<LogStream<UnixStream>, String> {
+    ) -> Result<Option<LogStream<UnixStream>>, String> {
         let mut last = error;
         loop {
             if *failures >= RECONNECT_ATTEMPTS {
@@ -252,8 +260,9 @@ impl Follower<'_> {
                         container: self.container.to_string(),
                         attempt: *failures,
                     });
-                    return Ok(s);
+                    return Ok(Some(s));
                 }
+                Err(e) if e.vmm_gone() => return Ok(None),
                 Err(e) if connect_retryable(&e) => last = format!("reconnect: {e}"),
                 Err(e) => return Err(format!("reconnect: {e}")),
             }
@@ -528,6 +537,7 @@ mod tests {
         let uds = dir.join("vmm.sock");
         let listener = UnixListener::bind(&uds).unwrap();
         listener.set_nonblocking(true).unwrap();
+        let sock = uds.clone();
         let h = thread::spawn(move || {
             let mut seen = Vec::new();
             for conn in script {
@@ -541,6 +551,8 @@ mod tests {
                 }
                 seen.push(serve(s, conn));
             }
+            // As the VMM does when it exits.
+            let _ = fs::remove_file(&sock);
             seen
         });
         (AgentAddr::new(&uds), h)
@@ -717,6 +729,24 @@ mod tests {
         // What arrived is kept, the unterminated line too.
         let o = StreamKind::Stdout;
         assert_eq!(events, vec![line(o, "a"), line(o, "b")]);
+    }
+
+    #[test]
+    fn a_stream_cut_by_the_vm_stopping_ends_quietly() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = vec![Conn::Serve {
+            frames: vec![Message::Logs(vec![nrec(1, StreamKind::Stdout, true, b"x")])],
+            cut: None,
+        }];
+        let (addr, agent) = fake_agent(dir.path(), script);
+        let events = follow_fake(dir.path(), addr);
+        assert_eq!(agent.join().unwrap(), vec![None]);
+        // The socket is found gone on the first reconnect: no error, no "gave up".
+        let end = LogEvent::End {
+            container: "app".into(),
+            error: None,
+        };
+        assert_eq!(events, vec![line(StreamKind::Stdout, "x"), end]);
     }
 
     #[test]

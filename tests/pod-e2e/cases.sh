@@ -416,6 +416,17 @@ case_signature() {
     [ -n "$sig_" ] || sig_="$(flake_boot_stall "$1/console.log" "$1/stderr")"
     echo "$sig_"
 }
+# note_connection_events NAME ROUND ATTEMPT: in the stress loop, keeps every sign of a broken
+# agent connection that a passing case survived (the host reconnected, the VMM reset a
+# connection) in $out/connection-events, with the case and round.
+note_connection_events() {
+    d_="$out/$1"
+    [ "$3" = 1 ] || d_="$out/$1.$3"
+    [ -d "$d_" ] || d_="$out/$1.round$2"
+    grep -hE 'control connection|log stream reconnected|resetting it|reset by the guest' \
+        "$d_/stderr" "$d_/vmm.log" 2>/dev/null | sed "s|^|$1 round $2: |" >>"$out/connection-events"
+}
+: >"$out/connection-events"
 while [ "$round" -le "$repeat" ]; do
     [ "$repeat" = 1 ] || echo "=== round $round of $repeat"
     for name in $all_cases; do
@@ -424,10 +435,9 @@ while [ "$round" -le "$repeat" ]; do
         case_attempt=1
         case_ok=0
         while :; do
-            if run_case "$name" "$case_attempt"; then
-                case_ok=1
-                break
-            fi
+            run_case "$name" "$case_attempt" && case_ok=1
+            [ "$repeat" = 1 ] || note_connection_events "$name" "$round" "$case_attempt"
+            [ "$case_ok" = 0 ] || break
             dir_="$out/$name"
             [ "$case_attempt" = 1 ] || dir_="$out/$name.$case_attempt"
             sig="$(case_signature "$dir_")"
@@ -460,4 +470,8 @@ echo
 echo "pod-e2e summary ($passed passed, $failed failed, ${total}s; FLAKY $flaky_count, UNCLASSIFIED $unclassified):"
 cat "$out/summary"
 [ ! -s "$out/flaky" ] || cat "$out/flaky"
+if [ "$repeat" != 1 ]; then
+    echo "connection events survived ($(wc -l <"$out/connection-events") lines, $out/connection-events):"
+    head -n 40 "$out/connection-events"
+fi
 [ "$failed" = 0 ]

@@ -10,10 +10,13 @@ use log::LevelFilter;
 /// The level used when none is given: warnings and errors, which are never routine.
 pub const DEFAULT_LEVEL: LevelFilter = LevelFilter::Warn;
 
-/// Installs the stderr logger at `level`. A second call (tests) leaves the first logger in place.
+/// Installs the stderr logger at `level` for the VMM's own messages; the crates it uses log at
+/// most their warnings (fuse-backend-rs, for one, traces every request at debug). A second call
+/// (tests) leaves the first logger in place.
 pub fn init(level: LevelFilter, start: Instant) {
     let _ = env_logger::Builder::new()
-        .filter_level(level)
+        .filter_level(level.min(LevelFilter::Warn))
+        .filter_module("vmm", level)
         .target(env_logger::Target::Stderr)
         .format(move |buf, record| {
             writeln!(

@@ -87,7 +87,7 @@ struct Cli {
     #[arg(long)]
     allow_pvm: bool,
     /// Least severe log messages written to stderr: off, error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL", default_value_t = vmm::logging::DEFAULT_LEVEL)]
+    #[arg(long, value_name = "LEVEL", env = "PEAPOD_VMM_LOG", default_value_t = vmm::logging::DEFAULT_LEVEL)]
     log_level: log::LevelFilter,
 }
 

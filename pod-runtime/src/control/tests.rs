@@ -35,8 +35,12 @@ struct Agent {
     connections: u32,
     /// Scripts for the next connections; later ones answer forever.
     scripts: VecDeque<Script>,
-    /// Every connection is refused (the VMM is gone).
+    /// Every connection is refused by something else than the VMM.
     refuse: bool,
+    /// The VMM's socket is gone (the VM stopped).
+    gone: bool,
+    /// Connections tried.
+    attempts: u32,
 }
 
 fn handle(agent: &Mutex<Agent>, msg: &Message) -> Message {
@@ -106,6 +110,15 @@ fn control(agent: &Arc<Mutex<Agent>>) -> Control {
     let connect: Connector = Box::new(move || {
         let script = {
             let mut a = agent.lock().unwrap();
+            a.attempts += 1;
+            if a.gone {
+                return Err(AgentError::Vsock(
+                    agent_protocol::hybrid_vsock::HybridVsockError::Connect {
+                        path: "/gone".into(),
+                        source: std::io::ErrorKind::NotFound.into(),
+                    },
+                ));
+            }
             if a.refuse {
                 return Err(AgentError::Aborted("refused".into()));
             }
@@ -224,9 +237,29 @@ fn reconnects_are_bounded() {
         "{e}"
     );
     assert_eq!(a.lock().unwrap().connections, RECONNECT_ATTEMPTS);
-    // A VMM that is gone: connecting fails, also a bounded number of times.
+    // Connecting fails: also a bounded number of times.
     a.lock().unwrap().refuse = true;
+    let before = a.lock().unwrap().attempts;
     assert!(c.status().is_err());
+    assert_eq!(a.lock().unwrap().attempts - before, RECONNECT_ATTEMPTS);
+}
+
+#[test]
+fn a_vmm_that_is_gone_ends_the_reconnects_at_once() {
+    let a = agent(
+        &[Script {
+            answered: 1,
+            how: Drop::BeforeRequest,
+        }],
+        true,
+    );
+    let mut c = control(&a);
+    c.status().unwrap();
+    a.lock().unwrap().gone = true;
+    let e = c.status().unwrap_err();
+    assert!(e.vmm_gone(), "{e}");
+    // The first connection, then one reconnect that found the socket gone.
+    assert_eq!(a.lock().unwrap().attempts, 2);
 }
 
 #[test]
