@@ -7,6 +7,7 @@ use crate::manifest::{
 };
 use crate::reference::{ImageRef, ReferenceError};
 use crate::store::{Store, StoreError, ANNOTATION_NAME, ANNOTATION_REF};
+use crate::tar_limits::TarLimits;
 use crate::unpack::{self, UnpackError, UnpackOptions};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -93,6 +94,7 @@ pub fn import_path(
             Compression::Sniff,
             UnpackOptions {
                 preserve_owner: false,
+                limits: TarLimits::DEFAULT,
             },
         )?;
         import_dir(store, &tmp, opts)

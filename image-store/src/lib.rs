@@ -4,6 +4,7 @@ pub mod digest;
 pub mod manifest;
 pub mod reference;
 pub mod store;
+pub mod tar_limits;
 pub mod unpack;
 
 pub use digest::Digest;

@@ -6,8 +6,12 @@
 //! layer. Absolute symlink targets are interpreted relative to the root, as the container sees
 //! them. The root is private to the unpacker (a fresh temp dir) while it runs, so the
 //! check-then-use walk has no concurrent writer to race with.
+//!
+//! The tar stream is read through [`crate::tar_limits`], so that long names, PAX headers, the
+//! number of entries, hard links and xattrs are bounded before anything large is read.
 
 use crate::manifest::Compression;
+use crate::tar_limits::{Member, Members, TarLimitError, TarLimits};
 use std::collections::{HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -43,6 +47,12 @@ pub enum UnpackError {
         /// Its target.
         target: String,
     },
+    /// An owner or group that does not fit in 32 bits.
+    #[error("layer entry {0:?}: uid or gid out of range")]
+    Owner(String),
+    /// The tar stream is refused: over a limit of [`TarLimits`], or malformed.
+    #[error("layer refused: {0}")]
+    Refused(#[source] TarLimitError),
     /// Reading the archive or writing the tree failed.
     #[error("unpacking {path:?}: {cause}")]
     Io {
@@ -51,6 +61,18 @@ pub enum UnpackError {
         /// Cause.
         cause: io::Error,
     },
+}
+
+impl From<TarLimitError> for UnpackError {
+    fn from(e: TarLimitError) -> Self {
+        match e {
+            TarLimitError::Read(cause) => UnpackError::Io {
+                path: "layer".to_string(),
+                cause,
+            },
+            other => UnpackError::Refused(other),
+        }
+    }
 }
 
 fn io_err(path: impl AsRef<Path>) -> impl FnOnce(io::Error) -> UnpackError {
@@ -63,12 +85,15 @@ fn io_err(path: impl AsRef<Path>) -> impl FnOnce(io::Error) -> UnpackError {
 pub struct UnpackOptions {
     /// Apply tar uid/gid (only effective as root).
     pub preserve_owner: bool,
+    /// Bounds on the tar stream.
+    pub limits: TarLimits,
 }
 
 impl Default for UnpackOptions {
     fn default() -> Self {
         Self {
             preserve_owner: nix::unistd::geteuid().is_root(),
+            limits: TarLimits::DEFAULT,
         }
     }
 }
@@ -113,10 +138,11 @@ pub fn apply_layer<R: Read>(
         opts,
         written: HashSet::new(),
         dir_modes: Vec::new(),
+        remembered: 0,
     };
-    for entry in archive.entries().map_err(io_err("layer"))? {
-        let entry = entry.map_err(io_err("layer"))?;
-        layer.apply_entry(entry)?;
+    let mut members = Members::new(&mut archive, opts.limits)?;
+    while let Some(member) = members.next_member()? {
+        layer.apply_entry(member)?;
     }
     // Directory modes last, so read-only directories do not block their own children.
     for (path, mode, mtime) in layer.dir_modes.into_iter().rev() {
@@ -126,7 +152,7 @@ pub fn apply_layer<R: Read>(
         }
         let full = root.join(&path);
         fs::set_permissions(&full, fs::Permissions::from_mode(mode)).map_err(io_err(&full))?;
-        let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
+        let t = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
         filetime::set_symlink_file_times(&full, t, t).map_err(io_err(&full))?;
     }
     Ok(())
@@ -211,6 +237,16 @@ fn resolve_dir(root: &Path, comps: &[OsString], entry: &str) -> Result<PathBuf, 
     Ok(stack.iter().collect())
 }
 
+/// Sets the entry's `SCHILY.xattr.*` attributes; a refusal by the filesystem is a warning.
+fn set_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)], full: &Path) {
+    for (name, value) in xattrs {
+        let name = OsStr::from_bytes(name);
+        if let Err(e) = xattr::set(full, name, value) {
+            tracing::warn!("cannot set xattr {name:?} on {}: {e}", full.display());
+        }
+    }
+}
+
 /// Removes whatever is at `path` (file, link or whole directory); absent is fine.
 fn remove_any(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
@@ -227,13 +263,15 @@ struct Layer<'a> {
     /// Relative real paths this layer created (protects them from its own opaque markers).
     written: HashSet<PathBuf>,
     dir_modes: Vec<(PathBuf, u32, u64)>,
+    /// Bytes of paths in `written` and `dir_modes`.
+    remembered: usize,
 }
 
 impl Layer<'_> {
-    fn apply_entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
-        let raw_name = entry.path().map_err(io_err("entry name"))?.into_owned();
+    fn apply_entry<R: Read>(&mut self, member: Member<'_, R>) -> Result<(), UnpackError> {
+        let raw_name = &member.path;
         let shown = raw_name.display().to_string();
-        let mut comps = clean_components(&raw_name)?;
+        let mut comps = clean_components(raw_name)?;
         let Some(base) = comps.pop() else {
             return Ok(()); // the root itself ("./")
         };
@@ -251,10 +289,7 @@ impl Layer<'_> {
         }
         let rel = parent.join(&base);
         let full = self.root.join(&rel);
-        let header = entry.header().clone();
-        let mode = header.mode().map_err(io_err(&shown))? & 0o7777;
-        let mtime = header.mtime().unwrap_or(0);
-        let kind = header.entry_type();
+        let kind = member.entry.header().entry_type();
         let existing = fs::symlink_metadata(&full).ok();
         if kind.is_dir() {
             match existing {
@@ -268,51 +303,49 @@ impl Layer<'_> {
         } else if existing.is_some() {
             remove_any(&full).map_err(io_err(&full))?;
         }
+        self.create(member, shown, rel, &full)
+    }
+
+    /// Creates the entry at `full` (its place `rel` is free, or a directory for a directory)
+    /// and applies its metadata.
+    fn create<R: Read>(
+        &mut self,
+        mut member: Member<'_, R>,
+        shown: String,
+        rel: PathBuf,
+        full: &Path,
+    ) -> Result<(), UnpackError> {
+        let header = member.entry.header().clone();
+        let mode = header.mode().map_err(io_err(&shown))? & 0o7777;
+        let mtime = header.mtime().unwrap_or(0);
+        let kind = header.entry_type();
         match kind {
             tar::EntryType::Directory => {}
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let mut f = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
-                    .open(&full)
-                    .map_err(io_err(&full))?;
-                io::copy(&mut entry, &mut f).map_err(io_err(&full))?;
+                    .open(full)
+                    .map_err(io_err(full))?;
+                io::copy(&mut member.entry, &mut f).map_err(io_err(full))?;
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(io_err(&full))?
-                    .ok_or_else(|| UnpackError::Escape(shown.clone()))?
-                    .into_owned();
+                let target = member
+                    .link_name
+                    .ok_or_else(|| UnpackError::Escape(shown.clone()))?;
                 // The symlink itself is harmless: every later use resolves inside the root.
-                symlink(&target, &full).map_err(io_err(&full))?;
+                symlink(&target, full).map_err(io_err(full))?;
             }
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(io_err(&full))?
-                    .ok_or_else(|| UnpackError::Escape(shown.clone()))?
-                    .into_owned();
-                let tshown = target.display().to_string();
-                let mut tcomps = clean_components(&target)
-                    .map_err(|_| UnpackError::Escape(format!("{shown} -> {tshown}")))?;
-                let tbase = tcomps
-                    .pop()
+                let target = member
+                    .link_name
                     .ok_or_else(|| UnpackError::Escape(shown.clone()))?;
-                let tparent = resolve_dir(self.root, &tcomps, &tshown)?;
-                let tfull = self.root.join(tparent).join(tbase);
-                if fs::symlink_metadata(&tfull).is_err() {
-                    return Err(UnpackError::MissingLinkTarget {
-                        entry: shown,
-                        target: tshown,
-                    });
-                }
-                fs::hard_link(&tfull, &full).map_err(io_err(&full))?;
-                self.written.insert(rel);
-                return Ok(()); // a hard link shares the target's inode metadata
+                self.hard_link(&target, shown, full)?;
+                // A hard link shares the target's inode metadata.
+                return self.remember(rel, None);
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                if !self.make_node(&header, kind, &full, mode)? {
+                if !self.make_node(&header, kind, full, mode)? {
                     return Ok(());
                 }
             }
@@ -321,23 +354,56 @@ impl Layer<'_> {
                 return Ok(());
             }
         }
-        self.written.insert(rel.clone());
-        self.set_xattrs(&mut entry, &full);
+        set_xattrs(&member.xattrs, full);
         if self.opts.preserve_owner {
-            let uid = header.uid().unwrap_or(0) as u32;
-            let gid = header.gid().unwrap_or(0) as u32;
-            std::os::unix::fs::lchown(&full, Some(uid), Some(gid)).map_err(io_err(&full))?;
+            let owner = |id| u32::try_from(id).map_err(|_| UnpackError::Owner(shown.clone()));
+            let (uid, gid) = (owner(member.uid)?, owner(member.gid)?);
+            std::os::unix::fs::lchown(full, Some(uid), Some(gid)).map_err(io_err(full))?;
         }
-        if kind.is_dir() {
-            self.dir_modes.push((rel, mode, mtime));
-        } else if !kind.is_symlink() {
+        if !kind.is_dir() && !kind.is_symlink() {
             // After chown, which clears set-id bits.
-            fs::set_permissions(&full, fs::Permissions::from_mode(mode)).map_err(io_err(&full))?;
+            fs::set_permissions(full, fs::Permissions::from_mode(mode)).map_err(io_err(full))?;
         }
         if !kind.is_dir() {
-            let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
-            filetime::set_symlink_file_times(&full, t, t).map_err(io_err(&full))?;
+            let t = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
+            filetime::set_symlink_file_times(full, t, t).map_err(io_err(full))?;
         }
+        self.remember(rel, kind.is_dir().then_some((mode, mtime)))
+    }
+
+    /// Links `full` to `target`, resolved inside the root like an entry name.
+    fn hard_link(&self, target: &Path, shown: String, full: &Path) -> Result<(), UnpackError> {
+        let tshown = target.display().to_string();
+        let mut tcomps = clean_components(target)
+            .map_err(|_| UnpackError::Escape(format!("{shown} -> {tshown}")))?;
+        let tbase = tcomps
+            .pop()
+            .ok_or_else(|| UnpackError::Escape(shown.clone()))?;
+        let tparent = resolve_dir(self.root, &tcomps, &tshown)?;
+        let tfull = self.root.join(tparent).join(tbase);
+        if fs::symlink_metadata(&tfull).is_err() {
+            return Err(UnpackError::MissingLinkTarget {
+                entry: shown,
+                target: tshown,
+            });
+        }
+        fs::hard_link(&tfull, full).map_err(io_err(full))
+    }
+
+    /// Records that this layer wrote `rel` (and, for a directory, its mode and mtime to apply
+    /// at the end), within the bound on remembered path bytes.
+    fn remember(&mut self, rel: PathBuf, dir: Option<(u32, u64)>) -> Result<(), UnpackError> {
+        let copies = if dir.is_some() { 2 } else { 1 };
+        let cost = rel.as_os_str().len().saturating_mul(copies);
+        self.remembered = self.remembered.saturating_add(cost);
+        let max = self.opts.limits.max_remembered_bytes;
+        if self.remembered > max {
+            return Err(TarLimitError::TooManyPaths { max }.into());
+        }
+        if let Some((mode, mtime)) = dir {
+            self.dir_modes.push((rel.clone(), mode, mtime));
+        }
+        self.written.insert(rel);
         Ok(())
     }
 
@@ -365,21 +431,6 @@ impl Layer<'_> {
                 Ok(false)
             }
             Err(e) => Err(io_err(full)(io::Error::from(e))),
-        }
-    }
-
-    fn set_xattrs<R: Read>(&self, entry: &mut tar::Entry<'_, R>, full: &Path) {
-        let Ok(Some(exts)) = entry.pax_extensions() else {
-            return;
-        };
-        for ext in exts.flatten() {
-            let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
-                continue;
-            };
-            let name = OsStr::from_bytes(name);
-            if let Err(e) = xattr::set(full, name, ext.value_bytes()) {
-                tracing::warn!("cannot set xattr {name:?} on {}: {e}", full.display());
-            }
         }
     }
 
@@ -447,6 +498,7 @@ mod tests {
     fn opts() -> UnpackOptions {
         UnpackOptions {
             preserve_owner: false,
+            limits: TarLimits::DEFAULT,
         }
     }
 

@@ -8,9 +8,10 @@ use thiserror::Error;
 use crate::check::check_pod;
 use crate::defaults::apply_defaults;
 use crate::errors::{ErrorKind, FieldError, Warning};
+use crate::limits::{LimitError, Limits};
 use crate::model::Pod;
 use crate::schema::Schema;
-use crate::source::{parse_documents, Node, NodeKind};
+use crate::source::{parse_documents_with, Node, NodeKind, SourceError};
 use crate::validate::validate_pod;
 
 /// Why manifests could not be read at all.
@@ -38,6 +39,15 @@ pub enum LoadError {
     /// A directory holds no manifests.
     #[error("no manifests (.yaml, .yml, .json) in {0}")]
     EmptyDirectory(PathBuf),
+    /// Reading the text would cost more than the [`Limits`] allow (YAML amplification).
+    #[error("{source_name}: {error}")]
+    Limit {
+        /// The file name (or `<stdin>`).
+        source_name: String,
+        /// Which limit.
+        #[source]
+        error: LimitError,
+    },
 }
 
 /// One object found in the input.
@@ -94,12 +104,27 @@ impl Document {
     }
 }
 
-/// Loads every object of `text`, read from `source_name`.
+/// Loads every object of `text`, read from `source_name`, within [`Limits::DEFAULT`].
 pub fn load_str(source_name: &str, text: &str) -> Result<Vec<Document>, LoadError> {
-    let docs = parse_documents(text).map_err(|e| LoadError::Syntax {
-        source_name: source_name.to_string(),
-        line: e.line,
-        message: e.message,
+    load_str_with(source_name, text, &Limits::DEFAULT)
+}
+
+/// [`load_str`] within `limits`.
+pub fn load_str_with(
+    source_name: &str,
+    text: &str,
+    limits: &Limits,
+) -> Result<Vec<Document>, LoadError> {
+    let docs = parse_documents_with(text, limits).map_err(|e| match e {
+        SourceError::Syntax { line, message } => LoadError::Syntax {
+            source_name: source_name.to_string(),
+            line,
+            message,
+        },
+        SourceError::Limit(error) => LoadError::Limit {
+            source_name: source_name.to_string(),
+            error,
+        },
     })?;
     let schema = Schema::new();
     let mut out = Vec::new();
@@ -107,6 +132,30 @@ pub fn load_str(source_name: &str, text: &str) -> Result<Vec<Document>, LoadErro
         load_node(&schema, source_name, node, &mut out);
     }
     Ok(out)
+}
+
+/// Reads a manifest file, refusing one larger than `limits.max_bytes` without reading past it.
+fn read_manifest(path: &Path, limits: &Limits) -> Result<String, LoadError> {
+    use std::io::Read;
+    let io = |error| LoadError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let cap = u64::try_from(limits.max_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let mut text = String::new();
+    file.take(cap).read_to_string(&mut text).map_err(io)?;
+    if text.len() > limits.max_bytes {
+        return Err(LoadError::Limit {
+            source_name: path.display().to_string(),
+            error: LimitError::TooLarge {
+                max: limits.max_bytes,
+            },
+        });
+    }
+    Ok(text)
 }
 
 /// Loads a file, or every `.yaml`, `.yml` and `.json` file of a directory in name order;
@@ -160,11 +209,7 @@ pub fn load_path_each(
     Ok(manifest_files(path)?
         .into_iter()
         .map(|f| {
-            let docs = std::fs::read_to_string(&f)
-                .map_err(|error| LoadError::Io {
-                    path: f.clone(),
-                    error,
-                })
+            let docs = read_manifest(&f, &Limits::DEFAULT)
                 .and_then(|text| load_str(&f.display().to_string(), &text));
             (f, docs)
         })

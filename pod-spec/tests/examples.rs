@@ -22,10 +22,6 @@ fn yaml_files(d: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// The one shared example that is not valid YAML (see docs/pod-spec.md); its corrected copy
-/// lives in tests/examples-fixed.
-const BROKEN_UPSTREAM: &str = "twocontainers.yaml";
-
 #[test]
 fn every_example_validates() {
     let files = yaml_files(&dir("examples"));
@@ -33,29 +29,12 @@ fn every_example_validates() {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         let name = f.file_name().unwrap().to_str().unwrap();
-        let res = load_str(name, &text);
-        if name == BROKEN_UPSTREAM {
-            let err = res.unwrap_err().to_string();
-            assert_eq!(
-                err,
-                "twocontainers.yaml:21: invalid trailing content after double-quoted scalar"
-            );
-            continue;
-        }
-        let docs = res.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let docs = load_str(name, &text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(docs.len(), 1, "{name}");
         for d in &docs {
             assert!(d.outcome.is_ok(), "{name}:\n{}", d.render_errors());
             assert!(d.warnings.is_empty(), "{name}: {:?}", d.warnings);
         }
-    }
-    for f in yaml_files(&dir("examples-fixed")) {
-        let docs = load_path(&f).unwrap();
-        assert!(
-            docs.iter().all(|d| d.outcome.is_ok()),
-            "{}",
-            docs[0].render_errors()
-        );
     }
 }
 
@@ -79,8 +58,6 @@ fn copies_match_the_shared_examples_when_present() {
 #[test]
 fn normalised_pods_round_trip_through_yaml_and_json() {
     let mut files = yaml_files(&dir("examples"));
-    files.retain(|f| !f.ends_with(BROKEN_UPSTREAM));
-    files.extend(yaml_files(&dir("examples-fixed")));
     files.push(dir("valid").join("everything.yaml"));
     for f in files {
         let docs = load_path(&f).unwrap();

@@ -232,6 +232,9 @@ run_case() {
         sleep 2
     fi
     stop_run
+    # busybox `tail -F` polls once a second: let it copy the last lines of the console and of
+    # vmm.log (a crash report is often the very last line) before it goes.
+    [ -z "$tail_pids" ] || sleep 1.2
     for p in $tail_pids; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
     # The contract: stdout holds container log lines only, each "[CONTAINER] LINE".
     if [ -s "$c/stdout" ] && grep -qEv '^\[[^]]+\]( |$)' "$c/stdout"; then
