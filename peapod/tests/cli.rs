@@ -103,7 +103,7 @@ fn directories_and_several_files() {
         &[
             "validate",
             "-f",
-            &testdata("examples-fixed"),
+            &testdata("examples"),
             "-f",
             &testdata("valid"),
         ],
