@@ -90,6 +90,25 @@ macro_rules! delegate {
     };
 }
 
+/// The file status flags of a READ or WRITE, as passed on to `PassthroughFs`.
+///
+/// `PassthroughFs` (0.14) applies a request's flags to the handle's host fd with
+/// `fcntl(F_SETFL)` when they differ from the flags the handle has, and when that `fcntl` fails
+/// it returns the error *after* its temporary `File` over the handle's fd was dropped: the fd
+/// is closed while the handle still holds its number, and the handle's own drop closes that
+/// number again later, whatever it has become by then (a vsock connection, an eventfd, a vCPU).
+/// `F_SETFL` refuses `O_DIRECT` on a host file system without direct I/O (tmpfs before Linux
+/// 6.6, ramfs) and `O_NOATIME` on a file the VMM neither owns nor has `CAP_FOWNER` for; a guest
+/// sets both at will (overlayfs in the guest adds `O_NOATIME` itself). Neither changes what a
+/// positioned read or write returns to the guest, which has its own page cache, so both are
+/// cleared here, and clearing them never fails. `O_APPEND` is left as the guest has it: clearing
+/// it is refused on an append-only host file, whose writable handles all carry it.
+pub fn io_flags(flags: u32) -> u32 {
+    // The flag bits are small positive constants.
+    let refusable = (libc::O_DIRECT | libc::O_NOATIME) as u32;
+    flags & !refusable
+}
+
 /// Whether open flags ask for write access or truncation.
 fn wants_write(flags: u32) -> bool {
     // The flag bits are small positive constants.
@@ -196,34 +215,6 @@ impl FileSystem for ConfinedFs {
             name: &CStr,
             args: CreateIn,
         ) -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)> {
-            self.check_writable()?;
-        };
-        #[allow(clippy::too_many_arguments)]
-        fn read(
-            &self,
-            ctx: &Context,
-            inode: Inode,
-            handle: Handle,
-            w: &mut dyn ZeroCopyWriter,
-            size: u32,
-            offset: u64,
-            lock_owner: Option<u64>,
-            flags: u32,
-        ) -> io::Result<usize>;
-        #[allow(clippy::too_many_arguments)]
-        fn write(
-            &self,
-            ctx: &Context,
-            inode: Inode,
-            handle: Handle,
-            r: &mut dyn ZeroCopyReader,
-            size: u32,
-            offset: u64,
-            lock_owner: Option<u64>,
-            delayed_write: bool,
-            flags: u32,
-            fuse_flags: u32,
-        ) -> io::Result<usize> {
             self.check_writable()?;
         };
         fn flush(
@@ -385,6 +376,53 @@ impl FileSystem for ConfinedFs {
             return Err(erofs());
         }
         Err(errno(libc::EPERM))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        flags: u32,
+    ) -> io::Result<usize> {
+        let flags = io_flags(flags);
+        self.inner
+            .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        delayed_write: bool,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<usize> {
+        self.check_writable()?;
+        let flags = io_flags(flags);
+        self.inner.write(
+            ctx,
+            inode,
+            handle,
+            r,
+            size,
+            offset,
+            lock_owner,
+            delayed_write,
+            flags,
+            fuse_flags,
+        )
     }
 }
 

@@ -108,13 +108,95 @@ fn write(g: &mut Guest, nodeid: u64, fh: u64, data: &[u8]) -> Reply {
 }
 
 pub(crate) fn read(g: &mut Guest, nodeid: u64, fh: u64, size: u32) -> Reply {
+    read_with_flags(g, nodeid, fh, size, 0)
+}
+
+/// READ whose file status flags (the guest file's `f_flags`) are `flags`.
+fn read_with_flags(g: &mut Guest, nodeid: u64, fh: u64, size: u32, flags: i32) -> Reply {
     let arg = ReadIn {
         fh,
         offset: 0,
         size,
+        flags: flags as u32,
         ..Default::default()
     };
     g.request(Opcode::Read as u32, nodeid, arg.as_slice(), OUT)
+}
+
+/// Clears `CAP_FOWNER` from the calling thread's effective capabilities (threads it starts
+/// afterwards inherit that); the thread ends with the test.
+fn drop_cap_fowner() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_FOWNER: u32 = 3;
+    let mut hdr = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget writes two `Data` structs for version 3, both live for the call.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) };
+    assert_eq!(r, 0, "capget: {}", std::io::Error::last_os_error());
+    data[0].effective &= !(1 << CAP_FOWNER);
+    // SAFETY: as above; capset reads the two structs.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
+    assert_eq!(r, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+/// A READ whose flags the host's `fcntl(F_SETFL)` refuses must leave the handle's host fd open:
+/// fuse-backend-rs 0.14 closed it on that error (and again when the handle went), so a guest
+/// could make the VMM close whatever later got that fd number (seen as vsock connections to
+/// the agent dying under live pods). Needs root (to give the file another owner).
+#[test]
+fn refused_read_flags_do_not_close_the_handle() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
+    let (_tmp, share) = layout();
+    let file = share.join("hello.txt");
+    std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+    // The device's worker inherits this thread's capabilities: without CAP_FOWNER, the host
+    // refuses O_NOATIME on a file it does not own.
+    let (mut dev, mut g) = std::thread::spawn(move || {
+        drop_cap_fowner();
+        let (dev, g) = session(&share, false);
+        (dev, g)
+    })
+    .join()
+    .unwrap();
+    let e = entry(&mut g, 1, "hello.txt");
+    let r = open(&mut g, e.nodeid, libc::O_RDONLY);
+    assert_eq!(r.hdr.error, 0);
+    let fh = r.obj::<OpenOut>().fh;
+    // What overlayfs in the guest sends for a lower file it reads.
+    let r = read_with_flags(&mut g, e.nodeid, fh, 64, libc::O_RDONLY | libc::O_NOATIME);
+    assert_eq!(r.hdr.error, 0, "errno {}", errno(&r));
+    assert_eq!(r.body, b"hello from the host\n");
+    // The handle still reads its own file.
+    let r = read(&mut g, e.nodeid, fh, 64);
+    assert_eq!(r.hdr.error, 0, "errno {}", errno(&r));
+    assert_eq!(r.body, b"hello from the host\n");
+    dev.reset();
+}
+
+#[test]
+fn io_flags_clear_what_the_host_may_refuse() {
+    use crate::virtio::fs::guard::io_flags;
+    let f = |x: i32| x as u32;
+    assert_eq!(io_flags(f(libc::O_RDONLY | libc::O_NOATIME)), f(libc::O_RDONLY));
+    assert_eq!(io_flags(f(libc::O_WRONLY | libc::O_DIRECT)), f(libc::O_WRONLY));
+    let keep = f(libc::O_RDWR | libc::O_APPEND | libc::O_NONBLOCK | libc::O_LARGEFILE);
+    assert_eq!(io_flags(keep), keep);
 }
 
 /// A started device on `dir` and its guest, past FUSE_INIT.
