@@ -412,7 +412,9 @@ flaky_count=0 unclassified=0 round=1
 : >"$out/flaky"
 # case_signature DIR: the emulation signature of a failed case's files, or nothing.
 case_signature() {
-    sig_="$(flake_signature "$1/console.log" "$1/vmm.log")"
+    # stderr too: peapod's error carries the console's and the VMM's last lines when the VM
+    # died, which a follower of vmm.log may not have copied yet.
+    sig_="$(flake_signature "$1/console.log" "$1/vmm.log" "$1/stderr")"
     [ -n "$sig_" ] || sig_="$(flake_boot_stall "$1/console.log" "$1/stderr")"
     echo "$sig_"
 }
@@ -423,7 +425,7 @@ note_connection_events() {
     d_="$out/$1"
     [ "$3" = 1 ] || d_="$out/$1.$3"
     [ -d "$d_" ] || d_="$out/$1.round$2"
-    grep -hE 'control connection|log stream reconnected|resetting it|reset by the guest' \
+    grep -hE 'control connection|log stream reconnected|resetting it|reset by the guest in state (Established|PeerInit)' \
         "$d_/stderr" "$d_/vmm.log" 2>/dev/null | sed "s|^|$1 round $2: |" >>"$out/connection-events"
 }
 : >"$out/connection-events"

@@ -193,8 +193,14 @@ fn refused_read_flags_do_not_close_the_handle() {
 fn io_flags_clear_what_the_host_may_refuse() {
     use crate::virtio::fs::guard::io_flags;
     let f = |x: i32| x as u32;
-    assert_eq!(io_flags(f(libc::O_RDONLY | libc::O_NOATIME)), f(libc::O_RDONLY));
-    assert_eq!(io_flags(f(libc::O_WRONLY | libc::O_DIRECT)), f(libc::O_WRONLY));
+    assert_eq!(
+        io_flags(f(libc::O_RDONLY | libc::O_NOATIME)),
+        f(libc::O_RDONLY)
+    );
+    assert_eq!(
+        io_flags(f(libc::O_WRONLY | libc::O_DIRECT)),
+        f(libc::O_WRONLY)
+    );
     let keep = f(libc::O_RDWR | libc::O_APPEND | libc::O_NONBLOCK | libc::O_LARGEFILE);
     assert_eq!(io_flags(keep), keep);
 }

@@ -329,6 +329,18 @@ impl Connection {
         self.tx_buf.len()
     }
 
+    /// Whether the connection was open both ways with nothing closing it: no shutdown from
+    /// either side and no end of file or hang-up from the host. A guest RST then is not the end
+    /// of an orderly close but a guest that lost the socket.
+    pub fn fully_open(&self) -> bool {
+        self.state == ConnState::Established
+            && self.guest_shutdown == 0
+            && !self.host_eof
+            && !self.host_gone
+            && !self.host_write_shut
+            && self.pending & pending::SHUTDOWN == 0
+    }
+
     /// Whether the connection is finished and can be dropped.
     pub fn is_done(&self) -> bool {
         self.state == ConnState::Killed && self.pending == 0

@@ -48,6 +48,9 @@ pub const RESET_TIMEOUT: usize = 20;
 pub const RESET_EPOLL: usize = 21;
 /// Transport resets (every connection dropped, the guest told).
 pub const TRANSPORT_RESETS: usize = 22;
+/// Connections the guest reset while they were open both ways (no shutdown from either side):
+/// not an orderly close, the guest lost the socket.
+pub const GUEST_RST_OPEN: usize = 23;
 
 /// The names, in index order, as the state dump prints them.
 pub const NAMES: &[&str] = &[
@@ -74,6 +77,7 @@ pub const NAMES: &[&str] = &[
     "reset_timeout",
     "reset_epoll",
     "transport_resets",
+    "guest_rst_open",
 ];
 
 #[cfg(test)]
@@ -82,7 +86,8 @@ mod tests {
 
     #[test]
     fn names_match_indices() {
-        assert_eq!(NAMES.len(), TRANSPORT_RESETS + 1);
+        assert_eq!(NAMES.len(), GUEST_RST_OPEN + 1);
+        assert_eq!(NAMES[GUEST_RST_OPEN], "guest_rst_open");
         assert_eq!(NAMES[RESET_TIMEOUT], "reset_timeout");
         assert_eq!(NAMES[GUEST_RST], "guest_rst");
         assert_eq!(NAMES[OPENED_BY_GUEST], "opened_by_guest");

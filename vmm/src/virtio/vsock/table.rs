@@ -213,10 +213,15 @@ impl ConnTable {
         match conn.handle_tx(hdr, data) {
             Ok(TxOutcome::Ok) => self.mark(key),
             Ok(TxOutcome::Remove) => {
-                debug!(
-                    "vsock: connection {key:?} reset by the guest in state {:?}",
-                    conn.state()
-                );
+                if conn.fully_open() {
+                    warn!("vsock: connection {key:?} reset by the guest while open both ways");
+                    self.counters.inc(stats::GUEST_RST_OPEN);
+                } else {
+                    debug!(
+                        "vsock: connection {key:?} reset by the guest in state {:?}",
+                        conn.state()
+                    );
+                }
                 self.counters.inc(stats::GUEST_RST);
                 self.remove_conn(key);
             }

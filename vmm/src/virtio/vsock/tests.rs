@@ -643,3 +643,48 @@ fn probe_sequence_guest_then_host_initiated() {
     g.tx(ghdr(52001, hport, op::RW).with_len(6), b"pong2\n");
     assert_eq!(read_n(&mut host, 6), b"pong2\n");
 }
+
+/// The counters the SIGUSR1 dump prints: what moved, and each reset by its reason, so that a
+/// connection dying under a live guest names its cause.
+#[test]
+fn counters_name_every_reset_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut dev, uds) = new_dev(dir.path(), VsockLimits::default());
+    let counters = crate::virtio::VirtioDevice::counters(&dev).unwrap();
+    let l = UnixListener::bind(format!("{}_7", uds.display())).unwrap();
+    let mem = new_mem();
+    let mut g = Guest::new(&mem);
+    g.activate(&mut dev);
+    g.give_rx(16);
+    let count = |name: &str| counters.by_name(name).unwrap();
+
+    // A guest RST on a connection open both ways: counted apart from orderly closes.
+    let mut h1 = guest_connect(&mut g, &l, 9, 7);
+    g.tx(ghdr(9, 7, op::RW).with_len(2), b"hi");
+    assert_eq!(read_n(&mut h1, 2), b"hi");
+    g.tx(ghdr(9, 7, op::RST), &[]);
+    g.wait_tx_done();
+    assert_eq!((count("guest_rst"), count("guest_rst_open")), (1, 1));
+
+    // An orderly close (the host hung up, the guest's RST completes it) is not "open".
+    let h2 = guest_connect(&mut g, &l, 10, 7);
+    drop(h2);
+    let (h, _) = g.recv();
+    assert_eq!(h.op, op::SHUTDOWN);
+    g.tx(ghdr(10, 7, op::RST), &[]);
+    g.wait_tx_done();
+    assert_eq!((count("guest_rst"), count("guest_rst_open")), (2, 1));
+
+    // An operation the state does not allow (RESPONSE on an open connection) resets it, and
+    // the reason is counted.
+    let _h3 = guest_connect(&mut g, &l, 11, 7);
+    g.tx(ghdr(11, 7, op::RESPONSE), &[]);
+    let (h, _) = g.recv();
+    assert_eq!(h.op, op::RST);
+    assert_eq!(count("reset_unexpected_op"), 1, "{}", counters.summary());
+    assert_eq!(count("opened_by_guest"), 3, "{}", counters.summary());
+    assert_eq!(count("tx_bytes"), 2);
+    assert!(count("tx_packets") >= 7 && count("rx_packets") >= 5);
+    let dump = counters.summary();
+    assert!(dump.contains("reset_unexpected_op=1") && dump.contains("guest_rst_open=1"));
+}
