@@ -23,7 +23,7 @@ e2e_run() {
     local -a files
     shift
     marker="$(mktemp)"
-    out="$(mktemp)"
+    out="$(mktemp -d)/$name-output"
     while :; do
         status=0
         "$@" 2>&1 | tee "$out" || status=$?
@@ -40,6 +40,7 @@ e2e_run() {
         attempt=$((attempt + 1))
         touch "$marker"
     done
-    rm -f "$marker" "$out"
+    rm -f "$marker"
+    rm -rf "$(dirname "$out")"
     return "$status"
 }
