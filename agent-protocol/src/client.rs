@@ -66,6 +66,11 @@ impl<S: Read + Write> ControlClient<S> {
         &self.agent
     }
 
+    /// The underlying stream (e.g. to change its timeouts).
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
     /// Sends one request and reads its response; agent errors become [`ClientError::Agent`].
     pub fn request(&mut self, msg: &Message) -> Result<Message, ClientError> {
         write_frame(&mut self.stream, msg)?;

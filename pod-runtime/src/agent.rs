@@ -86,6 +86,21 @@ impl AgentAddr {
         Ok(ControlClient::new(self.connect(Some(io_timeout))?)?)
     }
 
+    /// A control connection whose `CONNECT` and handshake must finish within `handshake` (an
+    /// agent that stopped answering is found out quickly), and whose requests may then take up
+    /// to `io_timeout`.
+    pub fn control_within(
+        &self,
+        handshake: Duration,
+        io_timeout: Duration,
+    ) -> Result<ControlClient<UnixStream>, AgentError> {
+        let s = connect_guest(&self.uds, self.port, handshake)?;
+        let client = ControlClient::new(s)?;
+        client.get_ref().set_read_timeout(Some(io_timeout))?;
+        client.get_ref().set_write_timeout(Some(io_timeout))?;
+        Ok(client)
+    }
+
     /// A log stream (no read timeout: a quiet container is not an error). The connection is
     /// tried [`CONNECT_ATTEMPTS`] times: a guest slowed down by a busy container may miss the
     /// VMM's connection deadline, and a lost stream would lose log lines.

@@ -16,6 +16,10 @@ use crate::agent::{AgentAddr, AgentError};
 pub const RECONNECT_ATTEMPTS: u32 = 5;
 /// Pause between attempts.
 pub const RECONNECT_DELAY: Duration = Duration::from_millis(200);
+/// How long a reconnect's `CONNECT` and handshake may take: a live agent answers within
+/// milliseconds, and one that does not must not keep the caller (and the user's Ctrl-C) waiting
+/// for the full request timeout on every attempt.
+pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens a new control connection.
 pub type Connector = Box<dyn FnMut() -> Result<ControlClient<UnixStream>, AgentError> + Send>;
@@ -47,7 +51,10 @@ impl Control {
     /// Control connections to `addr` whose requests may take up to `io_timeout`; `client` is an
     /// already open one (from [`AgentAddr::wait_ready`]).
     pub fn new(addr: AgentAddr, io_timeout: Duration, client: ControlClient<UnixStream>) -> Self {
-        Self::with_connector(Box::new(move || addr.control(io_timeout)), Some(client))
+        Self::with_connector(
+            Box::new(move || addr.control_within(RECONNECT_TIMEOUT, io_timeout)),
+            Some(client),
+        )
     }
 
     /// A control connection opened by `connect` (tests give their own).
