@@ -3,23 +3,35 @@
 //! vCPU that does not answer is stuck outside KVM_RUN (in a device or a lock), which the thread
 //! list then shows.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::vcpu::VcpuHandle;
 use crate::virtio::counters::Counters;
+use crate::virtio::mmio::MmioTransport;
 
 /// How long the vCPU threads get to print their state.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Prints the state dump to stderr (lines start with `peapod-vmm: state:`).
-pub fn dump_state(vcpus: &[VcpuHandle], counters: &[Arc<Counters>]) {
+pub fn dump_state(
+    vcpus: &[VcpuHandle],
+    counters: &[Arc<Counters>],
+    transports: &[Arc<Mutex<MmioTransport>>],
+) {
     eprintln!("peapod-vmm: state: dump requested (SIGUSR1)");
     for thread in threads() {
         eprintln!("peapod-vmm: state: thread {thread}");
     }
     for c in counters {
         eprintln!("peapod-vmm: state: device {} {}", c.device(), c.summary());
+    }
+    for (i, t) in transports.iter().enumerate() {
+        let line = t
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .state_summary();
+        eprintln!("peapod-vmm: state: virtio-mmio {i} {line}");
     }
     vcpus.iter().for_each(VcpuHandle::request_dump);
     let deadline = Instant::now() + ANSWER_TIMEOUT;

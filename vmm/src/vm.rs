@@ -310,6 +310,7 @@ impl Vm {
                 reset_evt: &self.reset_evt,
                 vcpus: &handles,
                 counters: &self.counters,
+                transports: &self.virtio,
                 serial: &self.serial,
                 input: self.console_input.take(),
                 halt_detection: self.halt_detection,
@@ -364,6 +365,7 @@ struct Watched<'a> {
     reset_evt: &'a EventFd,
     vcpus: &'a [VcpuHandle],
     counters: &'a [Arc<Counters>],
+    transports: &'a [Arc<Mutex<MmioTransport>>],
     serial: &'a Mutex<SerialDevice>,
     /// The VMM's stdin (unbuffered), fed to the guest's serial port, until end of file.
     input: Option<File>,
@@ -409,7 +411,9 @@ fn wait_for_exit(mut w: Watched<'_>) -> Result<VmExit, VmError> {
         }
         if fds[2].revents != 0 {
             match w.signals.read()? {
-                Some(libc::SIGUSR1) => crate::diagnostics::dump_state(w.vcpus, w.counters),
+                Some(libc::SIGUSR1) => {
+                    crate::diagnostics::dump_state(w.vcpus, w.counters, w.transports)
+                }
                 Some(sig) => return Ok(VmExit::Signal(sig)),
                 None => {}
             }

@@ -169,6 +169,40 @@ impl MmioTransport {
         &self.interrupt
     }
 
+    /// One line for the state dump: the device status, the interrupt status the driver has not
+    /// acknowledged yet, and for each ready queue the driver's available index and the device's
+    /// used index as they are in guest memory (spec §2.7.6, §2.7.8). On an idle VM a request
+    /// queue has both equal; `avail > used` there means requests the device has not finished,
+    /// and an interrupt status that stays set means the driver did not take an interrupt.
+    pub fn state_summary(&self) -> String {
+        use vm_memory::{Bytes, GuestAddress};
+        let idx = |ring: u64| {
+            ring.checked_add(2)
+                .and_then(|a| self.mem.read_obj::<u16>(GuestAddress(a)).ok())
+                .map_or_else(|| "?".to_string(), |v| u16::from_le(v).to_string())
+        };
+        let queues: Vec<String> = self
+            .queues
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| q.ready())
+            .map(|(i, q)| {
+                format!(
+                    "q{i}:avail={},used={}",
+                    idx(q.avail_ring()),
+                    idx(q.used_ring())
+                )
+            })
+            .collect();
+        format!(
+            "type={} status={:#x} isr={:#x} {}",
+            self.device.device_type(),
+            self.device_status,
+            self.interrupt.status(),
+            queues.join(" ")
+        )
+    }
+
     /// Current value of the device status register (spec §2.1).
     pub fn device_status(&self) -> u32 {
         self.device_status

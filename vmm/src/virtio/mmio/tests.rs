@@ -499,3 +499,33 @@ fn transport_rejects_device_without_queues() {
         Err(MmioError::NoQueues)
     ));
 }
+
+#[test]
+fn state_summary_reads_the_rings_indices_and_the_interrupt_status() {
+    use vm_memory::Bytes;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+    let rec = Arc::new(Mutex::new(Record::default()));
+    let dev = MockDevice {
+        rec: rec.clone(),
+        active: false,
+    };
+    let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+    let mut t = MmioTransport::new(mem.clone(), Box::new(dev), irq).unwrap();
+    full_init(&mut t);
+    // Queue 0: the driver made 5 buffers available, the device used 3 (avail ring at base +
+    // 0x1000, used ring at base + 0x2000; the index is the second u16 of each).
+    mem.write_obj(5u16.to_le(), GuestAddress(0x1_1002)).unwrap();
+    mem.write_obj(3u16.to_le(), GuestAddress(0x1_2002)).unwrap();
+    rec.lock()
+        .unwrap()
+        .interrupt
+        .clone()
+        .unwrap()
+        .signal_used_queue()
+        .unwrap();
+    let s = t.state_summary();
+    assert!(s.contains("q0:avail=5,used=3"), "{s}");
+    assert!(s.contains("q1:avail=0,used=0"), "{s}");
+    assert!(s.contains(&format!("isr={INT_USED_BUFFER:#x}")), "{s}");
+    assert!(s.contains(&format!("status={ALL_OK:#x}")), "{s}");
+}
