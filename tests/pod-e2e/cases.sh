@@ -353,6 +353,12 @@ case_vmm_state_dump() { # SIGUSR1 to the VMM prints every thread and vCPU state;
         sleep 0.2
     done
     grep -q 'peapod-vmm: state: thread .* vcpu0 state=' "$c/vmm.log" || fail "vmm.log lists no vcpu0 thread"
+    # The vsock counters (the agent's connections were opened by the host) and each transport's
+    # queues (the vsock device is type 19, with its rx, tx and event queues ready).
+    grep -Eq 'peapod-vmm: state: device vsock-[0-9]+ .*opened_by_host=[1-9]' "$c/vmm.log" ||
+        fail "vmm.log has no vsock counters with host-opened connections"
+    grep -Eq 'peapod-vmm: state: virtio-mmio [0-9]+ type=19 .*q0:avail=[0-9]+,used=[0-9]+ q1:.* q2:' "$c/vmm.log" ||
+        fail "vmm.log has no queue line for the vsock transport"
     ! grep -q 'did not answer' "$c/vmm.log" || fail "a vCPU did not answer: $(grep 'did not answer' "$c/vmm.log")"
     running || fail "the pod ended after SIGUSR1 to the VMM"
     sig INT
