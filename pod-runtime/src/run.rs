@@ -362,7 +362,13 @@ pub fn run_pod(
     }
     let created = control.create_pod(&spec);
     control_notes(&mut control, out);
-    created?;
+    if let Err(e) = created {
+        if exits_within(&mut || Ok(vm.try_wait()?.is_some()), VMM_EXIT_GRACE)? {
+            let status = vm.try_wait()?.map_or_else(String::new, |s| s.to_string());
+            return Err(crashed(&mut vm, status));
+        }
+        return Err(e.into());
+    }
     let (tx, rx) = mpsc::channel();
     let mut followers: Vec<JoinHandle<()>> = Vec::new();
     for (name, file) in &log_files {
@@ -428,7 +434,9 @@ pub fn run_pod(
         let st = match st {
             Ok(s) => s,
             Err(e) => {
-                if vm.try_wait()?.is_some() {
+                // A guest that crashed closes the agent's connections a moment before its VMM
+                // is reaped: the crash, not the agent, is what gets reported.
+                if exits_within(&mut || Ok(vm.try_wait()?.is_some()), VMM_EXIT_GRACE)? {
                     continue; // reported as a crash above
                 }
                 return Err(e.into());
@@ -495,6 +503,26 @@ pub fn run_pod(
     })
 }
 
+/// How long a failed agent request waits for the VMM to exit before the agent is blamed.
+const VMM_EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Whether `exited` turns true within `grace` (asked every 20 ms).
+fn exits_within(
+    exited: &mut dyn FnMut() -> Result<bool, RunError>,
+    grace: Duration,
+) -> Result<bool, RunError> {
+    let end = Instant::now() + grace;
+    loop {
+        if exited()? {
+            return Ok(true);
+        }
+        if Instant::now() >= end {
+            return Ok(false);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Tells the user what happened to the agent's control connection.
 fn control_notes(control: &mut Control, out: &mut dyn Output) {
     for note in control.take_notes() {
@@ -559,6 +587,21 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
+
+    /// The order a guest crash shows on the host: the VMM's sockets close (the agent request
+    /// fails) a moment before the VMM process can be reaped. The failure is the crash's.
+    #[test]
+    fn a_vmm_that_exits_just_after_the_agent_error_is_a_crash() {
+        let t0 = Instant::now();
+        let mut exited = || Ok(t0.elapsed() >= Duration::from_millis(100));
+        assert!(exits_within(&mut exited, VMM_EXIT_GRACE).unwrap());
+        // A VMM still running after the grace period: the agent is blamed.
+        let mut running = || Ok(false);
+        assert!(!exits_within(&mut running, Duration::from_millis(50)).unwrap());
+        // An error asking the VMM is passed on.
+        let mut broken = || Err(RunError::Thread(std::io::Error::other("wait failed")));
+        assert!(exits_within(&mut broken, VMM_EXIT_GRACE).is_err());
+    }
 
     struct Quiet;
 

@@ -314,6 +314,9 @@ case_vmm_killed() { # the VMM dies (SIGKILL): run exits 1 and cleans up (checked
     # shellcheck disable=SC2086 # one or more pids
     kill -KILL $v
     expect_rc 1 60
+    # The VM's death is what the user is told, not the agent connection it took down with it.
+    expect_err "the microVM exited unexpectedly"
+    ! grep -q "agent: i/o error" "$c/stderr" || fail "the VMM's death was reported as an agent error"
 }
 
 case_run_killed() { # SIGKILL of `peapod run` itself: the VMM dies with it, no host mount stays

@@ -257,6 +257,14 @@ fn run_vcpu(
             return;
         }
         if let Some(exit) = run_once(id, fd, ctx) {
+            if matches!(exit, VmExit::GuestShutdownExit { .. }) {
+                // A triple fault leaves the registers as they were at the fault: where the
+                // guest was is the one clue such a crash leaves.
+                eprintln!(
+                    "peapod-vmm: state: vcpu{id} at KVM_EXIT_SHUTDOWN: {}",
+                    crate::arch::x86_64::vcpu_state::describe(fd)
+                );
+            }
             ctx.exit.report(exit);
             return;
         }
