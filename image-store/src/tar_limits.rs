@@ -409,7 +409,7 @@ fn xattrs(pax: &[u8], path: &std::path::Path, limits: &TarLimits) -> Result<Xatt
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::manifest::Compression;
     use crate::unpack::{apply_layer, UnpackError, UnpackOptions};
@@ -466,7 +466,8 @@ mod tests {
         }
     }
 
-    fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+    /// Appends a regular file (also used by the unpack tests).
+    pub(crate) fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);

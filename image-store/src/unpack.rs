@@ -464,13 +464,7 @@ mod tests {
         b.into_inner().unwrap()
     }
 
-    fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, data).unwrap();
-    }
+    use crate::tar_limits::tests::file;
 
     fn raw_name_file(path: &str, data: &[u8]) -> Vec<u8> {
         // tar::Builder refuses `..`; write the header name bytes directly.

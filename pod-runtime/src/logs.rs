@@ -568,6 +568,14 @@ mod tests {
         rx.iter().collect()
     }
 
+    /// The follower's end without an error.
+    fn ended() -> LogEvent {
+        LogEvent::End {
+            container: "app".into(),
+            error: None,
+        }
+    }
+
     fn line(stream: StreamKind, text: &str) -> LogEvent {
         LogEvent::Line {
             container: "app".into(),
@@ -621,10 +629,7 @@ mod tests {
         let (addr, agent) = fake_agent(dir.path(), script);
         let events = follow_fake(dir.path(), addr);
         assert_eq!(agent.join().unwrap(), vec![None, Some(3), Some(6)]);
-        let end = LogEvent::End {
-            container: "app".into(),
-            error: None,
-        };
+        let end = ended();
         assert_eq!(
             events,
             vec![
@@ -687,10 +692,7 @@ mod tests {
             container: "app".into(),
             records,
         };
-        let end = LogEvent::End {
-            container: "app".into(),
-            error: None,
-        };
+        let end = ended();
         assert_eq!(
             events,
             vec![
@@ -742,10 +744,7 @@ mod tests {
         let events = follow_fake(dir.path(), addr);
         assert_eq!(agent.join().unwrap(), vec![None]);
         // The socket is found gone on the first reconnect: no error, no "gave up".
-        let end = LogEvent::End {
-            container: "app".into(),
-            error: None,
-        };
+        let end = ended();
         assert_eq!(events, vec![line(StreamKind::Stdout, "x"), end]);
     }
 

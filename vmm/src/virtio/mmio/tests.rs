@@ -92,6 +92,7 @@ struct Fixture {
     t: MmioTransport,
     rec: Arc<Mutex<Record>>,
     irq: EventFd,
+    mem: GuestMemoryMmap,
 }
 
 fn fixture() -> Fixture {
@@ -102,8 +103,8 @@ fn fixture() -> Fixture {
         active: false,
     };
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-    let t = MmioTransport::new(mem, Box::new(dev), irq.try_clone().unwrap()).unwrap();
-    Fixture { t, rec, irq }
+    let t = MmioTransport::new(mem.clone(), Box::new(dev), irq.try_clone().unwrap()).unwrap();
+    Fixture { t, rec, irq, mem }
 }
 
 fn rd(t: &mut MmioTransport, off: u64) -> u32 {
@@ -503,14 +504,9 @@ fn transport_rejects_device_without_queues() {
 #[test]
 fn state_summary_reads_the_rings_indices_and_the_interrupt_status() {
     use vm_memory::Bytes;
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
-    let rec = Arc::new(Mutex::new(Record::default()));
-    let dev = MockDevice {
-        rec: rec.clone(),
-        active: false,
-    };
-    let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-    let mut t = MmioTransport::new(mem.clone(), Box::new(dev), irq).unwrap();
+    let Fixture {
+        mut t, rec, mem, ..
+    } = fixture();
     full_init(&mut t);
     // Queue 0: the driver made 5 buffers available, the device used 3 (avail ring at base +
     // 0x1000, used ring at base + 0x2000; the index is the second u16 of each).
